@@ -1,0 +1,596 @@
+"""The conditional attribution engine: Concept Relevance Propagation on top of zennit's LRP rules.
+
+Notation (as in the CRP paper): ``R`` is relevance, ``a`` an activation, ``theta`` a condition (a set of concepts per
+layer), ``R(x | theta)`` the input relevance under ``theta``.
+
+For N samples and M conditions the engine runs **one** forward pass, then for each group of conditions that agree on
+everything above their lowest conditioned layer ``l``:
+
+1. the backward pass from the output (or ``start_layer``) down to ``l`` -- shared by the group;
+2. one backward pass below ``l`` per condition, with the relevance at ``l`` masked to that condition's concepts.
+
+Step 2 is where concepts differ; its cost per concept is about one plain gradient backward through the layers below
+``l``, because each LRP rule's modified forward terms were computed once in the forward pass (see ``glocal.rules``).
+
+``sole_path=True`` (zennit-crp's ``exclude_parallel``) lets relevance reach lower layers only through the conditioned
+layers; the engine sorts the layers by their order in the forward pass, whatever order the user gave. With
+``sole_path=False`` relevance also flows around conditioned layers (e.g. through skip connections); by linearity the
+heatmap is then the part that bypasses ``l`` (computed once per group) plus the masked part through ``l``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Union
+
+import torch
+import zennit.core
+
+from .concepts import ChannelConcept, Concept
+from .conditions import OUTPUT, Condition, Ids, PerSample, as_conditions
+from .errors import ConditionError, GlocalWarning, GradientDisabledError, InputError, TargetError
+from .results import Attribution
+from .session import Session
+
+__all__ = ["Attributor", "InitRelevance", "Run"]
+
+InitRelevance = Union[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, float, int, None]
+
+
+def check_gradients_enabled() -> None:
+    """Raise :class:`GradientDisabledError` when autograd is off."""
+    if torch.is_inference_mode_enabled():
+        raise GradientDisabledError(
+            "glocal was called inside torch.inference_mode(), where autograd cannot run. "
+            "Call it outside that block."
+        )
+    if not torch.is_grad_enabled():
+        raise GradientDisabledError(
+            "glocal was called under torch.no_grad(), but relevance propagation runs on autograd. "
+            "Call it outside the no_grad block, or wrap the call in `with torch.enable_grad():`."
+        )
+
+
+def check_input(data: Any) -> torch.Tensor:
+    """Validate a batch of input data and return it."""
+    if not isinstance(data, torch.Tensor):
+        raise InputError(
+            f"data must be a torch.Tensor batch shaped (N, ...), got {type(data).__name__}. "
+            "Convert it with torch.as_tensor(...)."
+        )
+    if not data.is_floating_point():
+        raise InputError(
+            f"data must be floating point, got dtype {data.dtype}. Convert it, e.g. data.float() / 255 for "
+            "uint8 images, and apply the model's normalisation."
+        )
+    if data.dim() < 2:
+        raise InputError(
+            f"data must be a batch shaped (N, ...) with N samples first, got shape {tuple(data.shape)}. "
+            "Add the batch dimension with data.unsqueeze(0)."
+        )
+    if data.is_inference():
+        raise InputError("data was created under torch.inference_mode() and cannot be used with autograd; use data.clone() outside it")
+    return data
+
+
+class Attributor:
+    """Conditional attributions (CRP) of a model under a zennit composite.
+
+    Parameters
+    ----------
+    model
+        The model to explain. It is left exactly as it was after every call (no hooks, flags or gradients remain).
+    composite
+        A zennit composite (rules and canonizers), e.g. ``EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])``.
+        ``None`` gives plain gradients.
+    concepts
+        How layers are split into concepts: one :class:`~glocal.concepts.Concept` for every layer, or a mapping from
+        layer name to concept (missing layers use :class:`~glocal.concepts.ChannelConcept`).
+    output_name
+        The key that names the model output in dict-form conditions (zennit-crp's ``"y"``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from zennit.composites import EpsilonPlus
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> attributor = Attributor(net, EpsilonPlus())
+    >>> result = attributor(torch.rand(5, 4), [{"0": [c], "y": [1]} for c in range(3)])
+    >>> result.input_relevance.shape
+    torch.Size([15, 4])
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        composite: zennit.core.Composite | None = None,
+        *,
+        concepts: Concept | Mapping[str, Concept] | None = None,
+        output_name: str = OUTPUT,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if composite is not None and not isinstance(composite, zennit.core.Composite):
+            raise TypeError(
+                f"composite must be a zennit Composite (e.g. zennit.composites.EpsilonPlus()), got "
+                f"{type(composite).__name__}"
+            )
+        self.model = model
+        self.composite = composite
+        self.concepts = concepts
+        self.output_name = output_name
+
+    def concept(self, layer: str) -> Concept:
+        """The concept type used for ``layer``."""
+        if self.concepts is None:
+            return ChannelConcept()
+        if isinstance(self.concepts, Mapping):
+            return self.concepts.get(layer, ChannelConcept())
+        return self.concepts
+
+    def __call__(
+        self,
+        data: torch.Tensor,
+        conditions: Condition | Mapping[str, Any] | Sequence[Condition | Mapping[str, Any]],
+        *,
+        record: Sequence[str] = (),
+        start_layer: str | None = None,
+        init_rel: InitRelevance = None,
+        sole_path: bool = True,
+        heatmap: bool = True,
+        on_device: str | torch.device | None = None,
+    ) -> Attribution:
+        """Attribute every sample of ``data`` under every condition.
+
+        Parameters
+        ----------
+        data
+            ``(N, ...)`` input batch.
+        conditions
+            One condition or a list of M (typed :class:`~glocal.Condition` or zennit-crp dicts).
+        record
+            Layers whose activations and relevances to return.
+        start_layer
+            Start the backward pass at this layer's output instead of the model output.
+        init_rel
+            Initial relevance: a callable on the output (or start layer activation), a tensor, or a scalar. Targets,
+            when given, then keep only their units of it. Default: the output itself.
+        sole_path
+            Relevance reaches lower layers only through the conditioned layers (zennit-crp's ``exclude_parallel``).
+        heatmap
+            Compute the input relevance. Without it the backward pass stops at the lowest recorded layer.
+        on_device
+            Where to put the results (default: where they were computed).
+
+        Returns
+        -------
+        Attribution
+            ``N * M`` rows in sample-major order.
+        """
+        chunks = list(
+            self.iterate(
+                data,
+                conditions,
+                record=record,
+                start_layer=start_layer,
+                init_rel=init_rel,
+                sole_path=sole_path,
+                heatmap=heatmap,
+                on_device=on_device,
+                chunk_size=None,
+            )
+        )
+        return chunks[0]
+
+    def iterate(
+        self,
+        data: torch.Tensor,
+        conditions: Condition | Mapping[str, Any] | Sequence[Condition | Mapping[str, Any]],
+        *,
+        record: Sequence[str] = (),
+        start_layer: str | None = None,
+        init_rel: InitRelevance = None,
+        sole_path: bool = True,
+        heatmap: bool = True,
+        on_device: str | torch.device | None = None,
+        chunk_size: int | None = 32,
+    ) -> Iterator[Attribution]:
+        """Like :meth:`__call__`, but yield one :class:`Attribution` per chunk of ``chunk_size`` conditions.
+
+        The forward pass runs once for all chunks; memory holds one chunk's results at a time. Abandoning the
+        iterator half-way leaves the model unchanged.
+        """
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive number of conditions, got {chunk_size}")
+        condition_list = as_conditions(conditions, self.output_name)
+        layers = [name for c in condition_list for name in c.layers]
+        size = len(condition_list) if chunk_size is None else chunk_size
+        with self.session(
+            data,
+            record=record,
+            layers=layers,
+            start_layer=start_layer,
+            init_rel=init_rel,
+            sole_path=sole_path,
+            heatmap=heatmap,
+            on_device=on_device,
+        ) as run:
+            for begin in range(0, len(condition_list), size):
+                yield run.attribute(condition_list[begin : begin + size])
+
+    @contextmanager
+    def session(
+        self,
+        data: torch.Tensor,
+        *,
+        record: Sequence[str] = (),
+        layers: Sequence[str] = (),
+        start_layer: str | None = None,
+        init_rel: InitRelevance = None,
+        sole_path: bool = True,
+        heatmap: bool = True,
+        on_device: str | torch.device | None = None,
+    ) -> Iterator[Run]:
+        """Run the forward pass once and yield a :class:`Run` whose ``attribute(conditions)`` can be called often.
+
+        ``layers`` lists the layers later conditions may name (besides ``record``). The model is restored when the
+        block ends.
+
+        Examples
+        --------
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        >>> with Attributor(net).session(torch.rand(2, 4), record=["0"]) as run:
+        ...     plain = run.attribute({"y": [0]})
+        ...     top = plain.relevances["0"].argmax(1)
+        ...     focused = run.attribute(Condition(targets=0, layers={"0": PerSample(top[:, None])}))
+        >>> focused.input_relevance.shape
+        torch.Size([2, 4])
+        """
+        check_gradients_enabled()
+        data = check_input(data)
+        if isinstance(record, str):
+            record = [record]
+        record = list(dict.fromkeys(record))
+        probed = [*record, *layers]
+        if start_layer is not None:
+            probed.append(start_layer)
+        with Session(self.model, self.composite, probed) as session:
+            yield Run(self, session, data, record, start_layer, init_rel, sole_path, heatmap, on_device)
+
+
+class Run:
+    """One forward pass, and the backward passes of any number of condition lists (see :meth:`Attributor.session`)."""
+
+    def __init__(
+        self,
+        attributor: Attributor,
+        session: Session,
+        data: torch.Tensor,
+        record: list[str],
+        start_layer: str | None,
+        init_rel: InitRelevance,
+        sole_path: bool,
+        heatmap: bool,
+        on_device: str | torch.device | None,
+    ) -> None:
+        self.attributor = attributor
+        self.session = session
+        self.probes = session.probes
+        self.record = record
+        self.start_layer = start_layer
+        self.init_rel = init_rel
+        self.sole_path = sole_path
+        self.heatmap = heatmap
+        self.on_device = on_device
+        self.input = data.detach().requires_grad_(True)
+        self.n = data.shape[0]
+        try:
+            self.output = session.forward(self.input)
+        except (RuntimeError, ValueError, TypeError) as error:
+            if isinstance(error, GradientDisabledError | ConditionError):
+                raise
+            raise InputError(
+                f"the model failed on input of shape {tuple(data.shape)} and dtype {data.dtype}: {error}. "
+                "Pass a batch shaped as the model expects, with the batch dimension first."
+            ) from error
+        if not isinstance(self.output, torch.Tensor):
+            raise InputError(f"the model must return one tensor, it returned {type(self.output).__name__}")
+        if self.output.dim() == 0 or self.output.shape[0] != self.n:
+            raise InputError(
+                f"the model's output has shape {tuple(self.output.shape)}, which does not start with the batch size "
+                f"{self.n}. Pass a batch with the batch dimension first (data.unsqueeze(0) for one sample)."
+            )
+        for name, probe in self.probes.items():
+            if probe.calls == 0:
+                raise ConditionError(
+                    f"layer {name!r} exists but did not run in the forward pass, so it has no activation. "
+                    "Pick a layer the model's forward actually uses."
+                )
+        self.order = {name: probe.order for name, probe in self.probes.items()}
+        self._masks: dict[tuple[str, Ids], torch.Tensor] = {}
+        if start_layer is not None:
+            self.root = self._below(start_layer)
+        else:
+            self.root = self.output
+        if not self.root.requires_grad:
+            raise InputError(
+                "the model output does not depend on the input through autograd (no gradient graph); "
+                "check that the model does not detach or use torch.no_grad inside forward"
+            )
+
+    # -- tensors -----------------------------------------------------------------------------------------------------
+
+    def _below(self, layer: str) -> torch.Tensor:
+        tensor = self.probes[layer].below
+        assert tensor is not None
+        return tensor
+
+    def _above(self, layer: str) -> torch.Tensor:
+        tensor = self.probes[layer].above
+        assert tensor is not None
+        return tensor
+
+    def _shape(self, layer: str) -> torch.Size:
+        return self._below(layer).shape[1:]
+
+    def _mask(self, layer: str, ids: Ids, condition: Condition) -> torch.Tensor:
+        """Mask ``(N or 1, *shape)`` letting ``ids`` of ``layer`` through."""
+        key = (layer, ids)
+        if key not in self._masks:
+            concept = self.attributor.concept(layer)
+            shape = self._shape(layer)
+            below = self._below(layer)
+            per_sample = condition.per_sample(ids, self.n, f"layer {layer!r}")
+            if isinstance(ids, tuple) and not getattr(concept, "varies_per_sample", False):
+                mask = concept.mask(list(ids), shape).unsqueeze(0)
+            else:
+                mask = torch.stack([concept.mask(list(i), shape, sample=n) for n, i in enumerate(per_sample)])
+            self._masks[key] = mask.to(device=below.device, dtype=below.dtype)
+        return self._masks[key]
+
+    # -- relevance at the root ---------------------------------------------------------------------------------------
+
+    def _initial(self, base: torch.Tensor) -> torch.Tensor:
+        init = self.init_rel
+        if init is None:
+            return base.detach()
+        if callable(init):
+            value = init(base.detach())
+        elif isinstance(init, torch.Tensor):
+            value = init
+        elif isinstance(init, int | float):
+            value = torch.full_like(base, float(init))
+        else:
+            raise TypeError(f"init_rel must be a callable, a tensor or a number, got {type(init).__name__}")
+        value = torch.as_tensor(value).to(base)
+        try:
+            return value.expand_as(base).detach()
+        except RuntimeError:
+            raise InputError(
+                f"init_rel has shape {tuple(value.shape)} but the relevance starts at a tensor of shape "
+                f"{tuple(base.shape)}; give a tensor of that shape (or broadcastable to it)"
+            ) from None
+
+    def _root_relevance(self, condition: Condition) -> torch.Tensor:
+        base = self.root
+        relevance = self._initial(base)
+        if self.start_layer is not None:
+            if condition.targets is not None:
+                warnings.warn(
+                    f"the condition's targets {condition.targets} have no effect because the backward pass starts at "
+                    f"start_layer {self.start_layer!r}; drop the targets or the start_layer",
+                    GlocalWarning,
+                    stacklevel=5,
+                )
+            if self.start_layer in condition.layers:
+                relevance = relevance * self._mask(self.start_layer, condition.layers[self.start_layer], condition)
+            return relevance
+        if condition.targets is None:
+            if self.init_rel is None:
+                raise ConditionError(
+                    f"the condition {condition.to_dict(self.attributor.output_name)} has no targets. Give the output "
+                    f"units to explain (e.g. {{'{self.attributor.output_name}': [class_index]}} or "
+                    "Condition(targets=...)), an init_rel, or a start_layer."
+                )
+            return relevance
+        n_outputs = base.shape[1] if base.dim() > 1 else 1
+        select = torch.zeros(self.n, n_outputs, device=base.device, dtype=base.dtype)
+        for n, targets in enumerate(condition.per_sample(condition.targets, self.n, "targets")):
+            for target in targets:
+                if not 0 <= target < n_outputs:
+                    raise TargetError(
+                        f"target {target} is out of range: the model has {n_outputs} outputs (0 to {n_outputs - 1})"
+                    )
+            select[n, list(targets)] = 1.0
+        return relevance * select.view(self.n, n_outputs, *([1] * (base.dim() - 2)))
+
+    # -- attribution of one chunk ------------------------------------------------------------------------------------
+
+    def _chain(self, condition: Condition) -> list[str]:
+        """Conditioned layers below the start, latest in the forward pass first."""
+        layers = [name for name in condition.layers if name != self.start_layer]
+        if self.start_layer is not None:
+            start = self.order[self.start_layer]
+            layers = [name for name in layers if self.order[name] < start]
+        return sorted(layers, key=lambda name: self.order[name], reverse=True)
+
+    def attribute(
+        self, conditions: Condition | Mapping[str, Any] | Sequence[Condition | Mapping[str, Any]]
+    ) -> Attribution:
+        """Attribute every sample under every condition (``N * M`` rows, sample-major)."""
+        conditions = as_conditions(conditions, self.attributor.output_name)
+        for condition in conditions:
+            unknown = [name for name in condition.layers if name not in self.probes]
+            if unknown:
+                raise ConditionError(
+                    f"layer(s) {unknown} were not named when the session was opened; pass them in "
+                    "Attributor.session(..., layers=[...])"
+                )
+        m_total = len(conditions)
+        device = self.on_device
+        input_relevance = (
+            torch.zeros(self.n, m_total, *self.input.shape[1:], dtype=self.input.dtype, device=device or self.input.device)
+            if self.heatmap
+            else None
+        )
+        relevances = {
+            name: torch.zeros(
+                self.n, m_total, *self._shape(name), dtype=self._below(name).dtype, device=device or self._below(name).device
+            )
+            for name in self.record
+        }
+
+        groups: dict[Any, list[tuple[int, Condition, list[str]]]] = {}
+        for m, condition in enumerate(conditions):
+            chain = self._chain(condition)
+            for name, ids in condition.layers.items():  # validate ids early, with the layer named in the error
+                self._mask(name, ids, condition)
+            upper = tuple((name, condition.layers[name]) for name in chain[:-1])
+            key = (condition.targets, upper, chain[-1] if chain else None, self.start_layer and condition.layers.get(self.start_layer))
+            groups.setdefault(key, []).append((m, condition, chain))
+
+        def store(m: int, results: Mapping[Any, torch.Tensor | None]) -> None:
+            for key, value in results.items():
+                if value is None:
+                    continue
+                target = input_relevance if key is None else relevances[key]
+                assert target is not None
+                target[:, m] = value.detach().to(target.device)
+
+        for members in groups.values():
+            propagate = self._sole_path if self.sole_path else self._parallel_paths
+            for m, results in propagate(members):
+                store(m, results)
+
+        return Attribution(
+            heatmap=None if input_relevance is None else input_relevance.flatten(0, 1).sum(1),
+            input_relevance=None if input_relevance is None else input_relevance.flatten(0, 1),
+            prediction=self._move(self.output if self.start_layer is None else self._below(self.start_layer)),
+            activations={name: self._move(self._below(name)) for name in self.record},
+            relevances={name: value.flatten(0, 1) for name, value in relevances.items()},
+            n_samples=self.n,
+            n_conditions=m_total,
+        )
+
+    def _move(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach()
+        return tensor.to(self.on_device) if self.on_device is not None else tensor
+
+    def _grad(
+        self, source: torch.Tensor, targets: Mapping[Any, torch.Tensor], relevance: torch.Tensor
+    ) -> dict[Any, torch.Tensor | None]:
+        if not targets:
+            return {}
+        grads = torch.autograd.grad(
+            source, list(targets.values()), grad_outputs=relevance, retain_graph=True, allow_unused=True
+        )
+        return dict(zip(targets.keys(), grads, strict=True))
+
+    def _records_between(self, upper: int | None, lower: int | None, chain: Sequence[str]) -> list[str]:
+        """Recorded layers (not in ``chain``) that ran after ``lower`` and before ``upper`` (orders; None = open)."""
+        out = []
+        for name in self.record:
+            if name in chain or name == self.start_layer:
+                continue
+            order = self.order[name]
+            if (upper is None or order < upper) and (lower is None or order > lower):
+                out.append(name)
+        return out
+
+    def _start_records(self, condition: Condition) -> dict[Any, torch.Tensor | None]:
+        if self.start_layer is not None and self.start_layer in self.record:
+            return {self.start_layer: self._initial(self.root)}
+        return {}
+
+    def _sole_path(self, members: list[tuple[int, Condition, list[str]]]) -> Iterator[tuple[int, dict[Any, Any]]]:
+        _, first, chain = members[0]
+        relevance = self._root_relevance(first)
+        source = self.root
+        top = self.order[self.start_layer] if self.start_layer is not None else None
+        shared: dict[Any, torch.Tensor | None] = self._start_records(first)
+        upper_order = top
+        for index, layer in enumerate(chain):
+            targets = {layer: self._above(layer)}
+            for name in self._records_between(upper_order, self.order[layer], chain):
+                targets[name] = self._above(name)
+            grads = self._grad(source, targets, relevance)
+            arriving = grads.pop(layer)
+            if arriving is None:
+                above = "the model output" if index == 0 and self.start_layer is None else repr(
+                    chain[index - 1] if index else self.start_layer
+                )
+                raise ConditionError(
+                    f"with sole_path=True relevance must reach layer {layer!r} from {above}, but no path leads there: "
+                    f"the conditioned layers {chain} are not on one path through the model. Condition on layers "
+                    "that feed each other, or pass sole_path=False."
+                )
+            shared.update(grads)
+            if layer in self.record:
+                shared[layer] = arriving
+            if index < len(chain) - 1:
+                relevance = arriving * self._mask(layer, first.layers[layer], first)
+                source = self._below(layer)
+            upper_order = self.order[layer]
+        lower_records = self._records_between(upper_order, None, chain)
+        for m, condition, _ in members:
+            results = dict(shared)
+            if chain:
+                lowest = chain[-1]
+                member_relevance = arriving * self._mask(lowest, condition.layers[lowest], condition)
+                member_source = self._below(lowest)
+            else:
+                member_relevance, member_source = relevance, source
+            targets = {name: self._above(name) for name in lower_records}
+            if self.heatmap:
+                targets[None] = self.input
+            results.update(self._grad(member_source, targets, member_relevance))
+            yield m, results
+
+    def _parallel_paths(self, members: list[tuple[int, Condition, list[str]]]) -> Iterator[tuple[int, dict[Any, Any]]]:
+        _, first, chain = members[0]
+        relevance = self._root_relevance(first)
+        lowest = chain[-1] if chain else None
+        targets: dict[Any, torch.Tensor] = {}
+        if lowest is not None:
+            targets[lowest] = self._above(lowest)
+        for name in self.record:
+            if name != self.start_layer:
+                targets[name] = self._above(name)
+        if self.heatmap:
+            targets[None] = self.input
+        masked_layers = []
+        try:
+            for layer in chain[:-1]:
+                self.probes[layer].mask = self._mask(layer, first.layers[layer], first)
+                masked_layers.append(layer)
+            if lowest is not None:
+                self.probes[lowest].mask = torch.zeros((), dtype=self.root.dtype, device=self.root.device)
+                masked_layers.append(lowest)
+            bypass = self._grad(self.root, targets, relevance)
+        finally:
+            for layer in masked_layers:
+                self.probes[layer].mask = None
+        bypass.update(self._start_records(first))
+        if lowest is None:
+            for m, _, _ in members:
+                yield m, bypass
+            return
+        arriving = bypass.pop(lowest)
+        if lowest in self.record:
+            bypass[lowest] = arriving
+        below_names = [name for name in self.record if name != self.start_layer and self.order[name] < self.order[lowest]]
+        for m, condition, _ in members:
+            results = dict(bypass)
+            if arriving is not None:
+                lower_targets: dict[Any, torch.Tensor] = {name: self._above(name) for name in below_names}
+                if self.heatmap:
+                    lower_targets[None] = self.input
+                member_relevance = arriving * self._mask(lowest, condition.layers[lowest], condition)
+                for key, value in self._grad(self._below(lowest), lower_targets, member_relevance).items():
+                    if value is None:
+                        continue
+                    previous = results.get(key)
+                    results[key] = value if previous is None else previous + value
+            yield m, results

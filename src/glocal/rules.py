@@ -1,0 +1,224 @@
+"""Run a zennit composite's LRP rules so that one forward pass serves many backward passes.
+
+zennit attaches a rule (a :class:`zennit.core.Hook`) to each module. Its backward hook recomputes the rule's modified
+forward terms every time relevance passes, which is right for one backward per forward but wasteful for CRP, where
+one forward pass is followed by one backward pass per concept. Here the same rule configuration (input, parameter and
+output modifiers, gradient mapper, reducer of a :class:`zennit.core.BasicHook`) is evaluated in two halves:
+
+* at forward time, once per sample: the modified inputs ``x_k``, the modified outputs ``z_k`` (with their autograd
+  graph), and the multipliers ``m_k`` the gradient mapper applies to the upper relevance;
+* at backward time, once per concept: ``R_in = reducer(x_k, J_k^T (R_out * m_k))``.
+
+Terms whose modified input is zero everywhere (e.g. the negative part of z+ on post-ReLU activations) contribute
+nothing and are skipped at backward time. Rules that are not :class:`~zennit.core.BasicHook` (nor ``Pass``) fall
+back to zennit's own hook, which is exact but recomputes its forward terms on every backward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import zennit.core
+import zennit.rules
+from zennit.core import BasicHook, Hook
+
+__all__ = ["RelevanceStep", "attach_rules"]
+
+# Rules whose gradient mapper is ``R_out * m_k(outputs)`` and whose reducer is a sum of ``c_k * x_k * g_k`` terms.
+_ELEMENTWISE_RULES: tuple[type, ...] = tuple(
+    getattr(zennit.rules, name)
+    for name in ("Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Norm", "WSquare", "Flat")
+    if hasattr(zennit.rules, name)
+)
+_PRODUCT_REDUCER_RULES: tuple[type, ...] = tuple(
+    getattr(zennit.rules, name)
+    for name in ("Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Norm")
+    if hasattr(zennit.rules, name)
+)
+
+
+def _modified_module(hook: BasicHook, param_modifier: Any, module: torch.nn.Module) -> Any:
+    """The context manager that temporarily modifies ``module``'s parameters, for zennit 0.4.6 and >= 0.4.7."""
+    param_mod = getattr(zennit.core, "ParamMod", None)
+    if param_mod is not None:
+        return param_mod.ensure(param_modifier)(module)
+    return zennit.core.mod_params(  # type: ignore[attr-defined]  # zennit <= 0.4.6
+        module, param_modifier, param_keys=hook.param_keys, require_params=hook.require_params
+    )
+
+
+def _as_list(value: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [value] if isinstance(value, torch.Tensor) else list(value)
+
+
+class RelevanceStep:
+    """What one call of a ruled module needs in order to pass relevance from its output to its input.
+
+    Subclasses implement :meth:`propagate`. ``output`` is the module's output as the forward pass saw it.
+    """
+
+    def __init__(self, output: torch.Tensor) -> None:
+        self.output = output.detach()
+
+    def propagate(self, relevance: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class PassStep(RelevanceStep):
+    """zennit's ``Pass`` rule: the relevance at the output is handed to the input unchanged."""
+
+    def propagate(self, relevance: torch.Tensor) -> torch.Tensor:
+        return relevance
+
+
+class BasicRuleStep(RelevanceStep):
+    """A :class:`zennit.core.BasicHook` rule, split into its once-per-sample and once-per-concept halves.
+
+    Parameters
+    ----------
+    hook
+        The rule (its modifiers, gradient mapper and reducer are used; the hook itself is never registered).
+    module
+        The module the rule belongs to.
+    input
+        The module's input, shape ``(N, ...)``.
+    output
+        The module's output, shape ``(N, ...)``.
+    """
+
+    def __init__(self, hook: BasicHook, module: torch.nn.Module, input: torch.Tensor, output: torch.Tensor) -> None:
+        super().__init__(output)
+        self.hook = hook
+        original = input.detach()
+        may_skip = isinstance(hook, _PRODUCT_REDUCER_RULES) or hook.reducer is BasicHook._default_reducer
+        self.inputs: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []
+        self.live: list[bool] = []
+        for in_mod, param_mod, out_mod in zip(
+            hook.input_modifiers, hook.param_modifiers, hook.output_modifiers, strict=True
+        ):
+            modified_input = in_mod(original)
+            if modified_input.data_ptr() == original.data_ptr():
+                modified_input = modified_input.clone()  # later in-place ops on the input must not reach it
+            live = not (may_skip and not bool(modified_input.any()))
+            modified_input = modified_input.detach().requires_grad_(live)
+            with _modified_module(hook, param_mod, module) as modified, torch.enable_grad():
+                modified_output = out_mod(modified.forward(modified_input))
+            self.inputs.append(modified_input)
+            self.outputs.append(modified_output)
+            self.live.append(live)
+        detached = [out.detach() for out in self.outputs]
+        if isinstance(hook, _ELEMENTWISE_RULES) or hook.gradient_mapper is BasicHook._default_gradient_mapper:
+            ones = torch.ones_like(detached[0])
+            self.multipliers: list[torch.Tensor] | None = _as_list(hook.gradient_mapper(ones, detached))
+            if len(self.multipliers) == 1 and len(detached) > 1:
+                self.multipliers = self.multipliers * len(detached)
+        else:
+            self.multipliers = None
+        self._detached_outputs = detached
+        zero = torch.zeros((), dtype=original.dtype, device=original.device)
+        self._reducer_inputs = [x.detach() if live else zero for x, live in zip(self.inputs, self.live, strict=True)]
+        self._zero = zero
+
+    def propagate(self, relevance: torch.Tensor) -> torch.Tensor:
+        if self.multipliers is not None:
+            grad_outputs = [relevance * multiplier for multiplier in self.multipliers]
+        else:
+            grad_outputs = _as_list(self.hook.gradient_mapper(relevance, self._detached_outputs))
+        live = [k for k, is_live in enumerate(self.live) if is_live]
+        gradients: list[torch.Tensor] = [self._zero] * len(self.inputs)
+        if live:
+            computed = torch.autograd.grad(
+                [self.outputs[k] for k in live],
+                [self.inputs[k] for k in live],
+                grad_outputs=[grad_outputs[k] for k in live],
+                retain_graph=True,
+                create_graph=relevance.requires_grad,
+            )
+            for k, gradient in zip(live, computed, strict=True):
+                gradients[k] = gradient
+        result = self.hook.reducer(self._reducer_inputs, gradients)
+        if not isinstance(result, torch.Tensor) or result.shape != self.inputs[0].shape:
+            result = torch.as_tensor(result).expand(self.inputs[0].shape).clone()
+        return result
+
+
+class _RelevanceFunction(torch.autograd.Function):
+    """Autograd node whose value is the module's output and whose backward is the LRP rule."""
+
+    @staticmethod
+    def forward(ctx: Any, input: torch.Tensor, step: RelevanceStep) -> torch.Tensor:  # type: ignore[override]
+        ctx.step = step
+        return step.output
+
+    @staticmethod
+    def backward(ctx: Any, relevance: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return ctx.step.propagate(relevance), None
+
+
+StepFactory = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], RelevanceStep]
+
+
+def _step_factory(hook: Hook) -> StepFactory | None:
+    if isinstance(hook, BasicHook):
+        return lambda module, input, output: BasicRuleStep(hook, module, input, output)
+    if isinstance(hook, zennit.rules.Pass):
+        return lambda module, input, output: PassStep(output)
+    return None
+
+
+class _RuleHooks:
+    """Forward hooks that attach one :class:`RelevanceStep` per call of a module."""
+
+    def __init__(self, factory: StepFactory) -> None:
+        self.factory = factory
+        self.stash: list[torch.Tensor] = []
+
+    def pre_forward(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        if getattr(module, "inplace", False):
+            # the module would overwrite its input; it gets a copy, the original stays for the rule
+            self.stash.append(args[0])
+            return (args[0].clone(), *args[1:])
+        return None
+
+    def post_forward(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        if not args or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+            return None
+        input = self.stash.pop() if getattr(module, "inplace", False) and self.stash else args[0]
+        if not (input.requires_grad and torch.is_grad_enabled()):
+            return None
+        return _RelevanceFunction.apply(input, self.factory(module, input, output))
+
+
+def attach_rules(model: torch.nn.Module, composite: zennit.core.Composite | None) -> list[Any]:
+    """Apply ``composite``'s canonizers and rules to ``model``; return handles whose ``remove()`` undoes it all.
+
+    The handles must be removed in reverse order (rules first, canonizers last).
+    """
+    handles: list[Any] = []
+    if composite is None:
+        return handles
+    try:
+        for canonizer in composite.canonizers:
+            handles.extend(canonizer.apply(model))
+        ctx: dict[Any, Any] = {}
+        for name, module in model.named_modules():
+            template = composite.module_map(ctx, name, module)
+            if template is None:
+                continue
+            factory = _step_factory(template)
+            if factory is None:
+                handles.append(template.copy().register(module))
+                continue
+            hooks = _RuleHooks(factory)
+            handles.append(module.register_forward_pre_hook(hooks.pre_forward))
+            handles.append(module.register_forward_hook(hooks.post_forward))
+    except BaseException:
+        for handle in reversed(handles):
+            handle.remove()
+        raise
+    return handles
