@@ -141,9 +141,7 @@ class RegionConcept:
     def __init__(self, region: torch.Tensor) -> None:
         self.region = torch.as_tensor(region).float()
         if self.region.dim() not in (2, 3):
-            raise ConceptError(
-                f"a region is a mask of shape (H, W) or (N, H, W), got shape {tuple(self.region.shape)}"
-            )
+            raise ConceptError(f"a region is a mask of shape (H, W) or (N, H, W), got shape {tuple(self.region.shape)}")
 
     def _region(self, shape: torch.Size, sample: int) -> torch.Tensor:
         region = self.region if self.region.dim() == 2 else self.region[sample]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .errors import ConditionError
 
@@ -39,11 +39,11 @@ class PerSample:
         return len(self.values)
 
 
-Ids = Union[tuple[int, ...], PerSample]
+Ids = tuple[int, ...] | PerSample
 
 
 def _ints(values: Any, what: str) -> list[int]:
-    if isinstance(values, int) or hasattr(values, "__index__") and not hasattr(values, "__len__"):
+    if isinstance(values, int) or (hasattr(values, "__index__") and not hasattr(values, "__len__")):
         values = [values]
     if hasattr(values, "tolist"):
         values = values.tolist()

@@ -23,28 +23,27 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Union
+from typing import Any
 
 import torch
 import zennit.core
 
 from .concepts import ChannelConcept, Concept
-from .conditions import OUTPUT, Condition, Ids, PerSample, as_conditions
+from .conditions import OUTPUT, Condition, Ids, as_conditions
 from .errors import ConditionError, GlocalWarning, GradientDisabledError, InputError, TargetError
 from .results import Attribution
 from .session import Session
 
 __all__ = ["Attributor", "InitRelevance", "Run"]
 
-InitRelevance = Union[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, float, int, None]
+InitRelevance = Callable[[torch.Tensor], torch.Tensor] | torch.Tensor | float | int | None
 
 
 def check_gradients_enabled() -> None:
     """Raise :class:`GradientDisabledError` when autograd is off."""
     if torch.is_inference_mode_enabled():
         raise GradientDisabledError(
-            "glocal was called inside torch.inference_mode(), where autograd cannot run. "
-            "Call it outside that block."
+            "glocal was called inside torch.inference_mode(), where autograd cannot run. Call it outside that block."
         )
     if not torch.is_grad_enabled():
         raise GradientDisabledError(
@@ -71,7 +70,9 @@ def check_input(data: Any) -> torch.Tensor:
             "Add the batch dimension with data.unsqueeze(0)."
         )
     if data.is_inference():
-        raise InputError("data was created under torch.inference_mode() and cannot be used with autograd; use data.clone() outside it")
+        raise InputError(
+            "data was created under torch.inference_mode() and cannot be used with autograd; use data.clone() outside it"
+        )
     return data
 
 
@@ -431,13 +432,19 @@ class Run:
         m_total = len(conditions)
         device = self.on_device
         input_relevance = (
-            torch.zeros(self.n, m_total, *self.input.shape[1:], dtype=self.input.dtype, device=device or self.input.device)
+            torch.zeros(
+                self.n, m_total, *self.input.shape[1:], dtype=self.input.dtype, device=device or self.input.device
+            )
             if self.heatmap
             else None
         )
         relevances = {
             name: torch.zeros(
-                self.n, m_total, *self._shape(name), dtype=self._below(name).dtype, device=device or self._below(name).device
+                self.n,
+                m_total,
+                *self._shape(name),
+                dtype=self._below(name).dtype,
+                device=device or self._below(name).device,
             )
             for name in self.record
         }
@@ -448,7 +455,12 @@ class Run:
             for name, ids in condition.layers.items():  # validate ids early, with the layer named in the error
                 self._mask(name, ids, condition)
             upper = tuple((name, condition.layers[name]) for name in chain[:-1])
-            key = (condition.targets, upper, chain[-1] if chain else None, self.start_layer and condition.layers.get(self.start_layer))
+            key = (
+                condition.targets,
+                upper,
+                chain[-1] if chain else None,
+                self.start_layer and condition.layers.get(self.start_layer),
+            )
             groups.setdefault(key, []).append((m, condition, chain))
 
         def store(m: int, results: Mapping[Any, torch.Tensor | None]) -> None:
@@ -511,6 +523,7 @@ class Run:
         top = self.order[self.start_layer] if self.start_layer is not None else None
         shared: dict[Any, torch.Tensor | None] = self._start_records(first)
         upper_order = top
+        targets: dict[Any, torch.Tensor]
         for index, layer in enumerate(chain):
             targets = {layer: self._above(layer)}
             for name in self._records_between(upper_order, self.order[layer], chain):
@@ -518,8 +531,10 @@ class Run:
             grads = self._grad(source, targets, relevance)
             arriving = grads.pop(layer)
             if arriving is None:
-                above = "the model output" if index == 0 and self.start_layer is None else repr(
-                    chain[index - 1] if index else self.start_layer
+                above = (
+                    "the model output"
+                    if index == 0 and self.start_layer is None
+                    else repr(chain[index - 1] if index else self.start_layer)
                 )
                 raise ConditionError(
                     f"with sole_path=True relevance must reach layer {layer!r} from {above}, but no path leads there: "
@@ -538,6 +553,7 @@ class Run:
             results = dict(shared)
             if chain:
                 lowest = chain[-1]
+                assert arriving is not None
                 member_relevance = arriving * self._mask(lowest, condition.layers[lowest], condition)
                 member_source = self._below(lowest)
             else:
@@ -580,7 +596,9 @@ class Run:
         arriving = bypass.pop(lowest)
         if lowest in self.record:
             bypass[lowest] = arriving
-        below_names = [name for name in self.record if name != self.start_layer and self.order[name] < self.order[lowest]]
+        below_names = [
+            name for name in self.record if name != self.start_layer and self.order[name] < self.order[lowest]
+        ]
         for m, condition, _ in members:
             results = dict(bypass)
             if arriving is not None:

@@ -71,8 +71,9 @@ def resolve_targets(target: Target, prediction: torch.Tensor) -> list[int]:
     """Targets as in captum: ``None`` (each sample's predicted class), one int for all, or one per sample."""
     n, outputs = prediction.shape[0], prediction.shape[1]
     if target is None:
-        values = prediction.flatten(2).sum(-1).argmax(1) if prediction.dim() > 2 else prediction.argmax(1)
-        return [int(v) for v in values.tolist()]
+        scores = prediction.flatten(2).sum(-1) if prediction.dim() > 2 else prediction
+        return [int(v) for v in scores.argmax(1).tolist()]
+    values: list[int]
     if isinstance(target, int) or (isinstance(target, torch.Tensor) and target.dim() == 0):
         values = [int(target)] * n
     else:

@@ -49,7 +49,9 @@ def resolve_layers(model: torch.nn.Module, names: Iterable[str]) -> dict[str, to
     resolved: dict[str, torch.nn.Module] = {}
     for name in names:
         if not isinstance(name, str):
-            raise LayerError(f"layer names must be strings like 'features.28', got {name!r} of type {type(name).__name__}")
+            raise LayerError(
+                f"layer names must be strings like 'features.28', got {name!r} of type {type(name).__name__}"
+            )
         if name in modules and name != "":
             resolved[name] = modules[name]
             continue

@@ -44,7 +44,7 @@ def _modified_module(hook: BasicHook, param_modifier: Any, module: torch.nn.Modu
     param_mod = getattr(zennit.core, "ParamMod", None)
     if param_mod is not None:
         return param_mod.ensure(param_modifier)(module)
-    return zennit.core.mod_params(  # type: ignore[attr-defined]  # zennit <= 0.4.6
+    return zennit.core.mod_params(  # zennit <= 0.4.6
         module, param_modifier, param_keys=hook.param_keys, require_params=hook.require_params
     )
 
@@ -149,12 +149,12 @@ class _RelevanceFunction(torch.autograd.Function):
     """Autograd node whose value is the module's output and whose backward is the LRP rule."""
 
     @staticmethod
-    def forward(ctx: Any, input: torch.Tensor, step: RelevanceStep) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, input: torch.Tensor, step: RelevanceStep) -> torch.Tensor:
         ctx.step = step
         return step.output
 
     @staticmethod
-    def backward(ctx: Any, relevance: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, relevance: torch.Tensor) -> tuple[torch.Tensor, None]:
         return ctx.step.propagate(relevance), None
 
 

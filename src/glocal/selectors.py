@@ -97,7 +97,9 @@ class CoveringShare:
         covered = positive.cumsum(1)
         # number of concepts needed: first position where the cumulative sum reaches the share (with a float margin)
         reached = covered >= self.share * total * (1 - 1e-6)
-        counts = torch.where(total.squeeze(1) > 0, reached.float().argmax(1) + 1, torch.zeros_like(total.squeeze(1)).long())
+        counts = torch.where(
+            total.squeeze(1) > 0, reached.float().argmax(1) + 1, torch.zeros_like(total.squeeze(1)).long()
+        )
         out = []
         for n, count in enumerate(counts.tolist()):
             if self.max_concepts is not None:

@@ -30,12 +30,12 @@ __all__ = ["Probe", "Session"]
 
 class _Gate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, below: torch.Tensor, probe: Probe) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, below: torch.Tensor, probe: Probe) -> torch.Tensor:
         ctx.probe = probe
         return below.clone()  # a new tensor: in-place ops downstream must not change the recorded activation
 
     @staticmethod
-    def backward(ctx: Any, relevance: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, relevance: torch.Tensor) -> tuple[torch.Tensor, None]:
         mask = ctx.probe.mask
         return (relevance if mask is None else relevance * mask), None
 
@@ -97,9 +97,7 @@ class Session:
         Names of the layers to probe.
     """
 
-    def __init__(
-        self, model: torch.nn.Module, composite: zennit.core.Composite | None, layers: Iterable[str]
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, composite: zennit.core.Composite | None, layers: Iterable[str]) -> None:
         self.model = model
         self.composite = composite
         self.modules = resolve_layers(model, dict.fromkeys(layers))
