@@ -71,7 +71,8 @@ def check_input(data: Any) -> torch.Tensor:
         )
     if data.is_inference():
         raise InputError(
-            "data was created under torch.inference_mode() and cannot be used with autograd; use data.clone() outside it"
+            "data was created under torch.inference_mode() and cannot be used with autograd; "
+            "use data.clone() outside it"
         )
     return data
 
@@ -485,6 +486,72 @@ class Run:
             n_samples=self.n,
             n_conditions=m_total,
         )
+
+    def region_relevance(
+        self,
+        layer: str,
+        region: torch.Tensor,
+        condition: Condition | Mapping[str, Any],
+    ) -> torch.Tensor:
+        """Relevance of each unit of ``layer`` that ends up inside an input ``region``.
+
+        For a unit (or concept) ``c`` of ``layer`` this is ``sum_{i in region} R(x_i | theta, c)``: how much of the
+        concept's conditional heatmap falls into the region. All units are computed with **one** extra backward pass,
+        using that the relevance below ``layer`` is linear: with ``L`` the map from relevance at the layer to the
+        input, ``<1_region, L(mask_c * R)> = <L^T 1_region, mask_c * R>``, and ``L^T 1_region`` is one
+        double-backward pass. Sum the result with a concept's ``relevance()`` to rank concepts by the region.
+
+        Parameters
+        ----------
+        layer
+            The layer whose units are scored (named when the session was opened).
+        region
+            ``(H, W)``, ``(N, H, W)`` or input-shaped ``(N, *input_shape)`` weights, usually 0/1.
+        condition
+            Targets (and optionally conditions on layers above ``layer``) that start the relevance.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, *layer_shape)``; summed over units it equals the region's share of the heatmap restricted to what
+            passes ``layer``.
+        """
+        (condition,) = as_conditions(condition, self.attributor.output_name)
+        if layer not in self.probes:
+            raise ConditionError(f"layer {layer!r} was not named when the session was opened; add it to `layers`")
+        if layer in condition.layers:
+            raise ConditionError(
+                f"the condition already restricts {layer!r}; region_relevance scores every unit of that layer"
+            )
+        region = torch.as_tensor(region).to(self.input)
+        spatial = self.input.shape[2:]
+        if region.shape == spatial or (region.shape[1:] == spatial and region.dim() == len(spatial) + 1):
+            region = region.view(-1, 1, *spatial) if region.dim() > len(spatial) else region.view(1, 1, *spatial)
+        try:
+            region = region.expand_as(self.input)
+        except RuntimeError:
+            raise InputError(
+                f"the region has shape {tuple(region.shape)}; it must match the input's spatial shape "
+                f"{tuple(spatial)} (optionally with a batch dimension) or the input shape {tuple(self.input.shape)}"
+            ) from None
+        probe_condition = Condition(targets=condition.targets, layers={**condition.layers, layer: ()})
+        propagate = self._sole_path if self.sole_path else self._parallel_paths
+        saved = self.record, self.heatmap
+        self.record, self.heatmap = [*[r for r in self.record if r != layer], layer], False
+        try:
+            ((_, results),) = list(propagate([(0, probe_condition, self._chain(probe_condition))]))
+        finally:
+            self.record, self.heatmap = saved
+        arriving = results.get(layer)
+        assert arriving is not None
+        below = self._below(layer)
+        probe = torch.zeros_like(below, requires_grad=True)
+        with torch.enable_grad():
+            (lowered,) = torch.autograd.grad(below, self.input, probe, retain_graph=True, create_graph=True)
+            (transposed,) = torch.autograd.grad((lowered * region).sum(), probe, retain_graph=True, allow_unused=True)
+        if transposed is None:
+            return torch.zeros_like(arriving)
+        return self._move(transposed * arriving)
 
     def _move(self, tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.detach()

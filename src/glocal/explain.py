@@ -116,6 +116,7 @@ class ConceptExplainer:
         target: Target = None,
         select: Selector | int = 8,
         normalization: str = "abs",
+        region: torch.Tensor | None = None,
     ) -> ConceptExplanation:
         """Explain ``data`` ``(N, ...)`` through the concepts of ``layer``.
 
@@ -127,6 +128,9 @@ class ConceptExplainer:
             A :mod:`~glocal.selectors` selector, or an int k for the top-k concepts.
         normalization
             How shares are normalised: ``"abs"`` (paper) or ``"signed"``.
+        region
+            Optional input region (``(H, W)`` or ``(N, H, W)`` weights): rank and share concepts by the relevance they
+            put *inside* the region ("which concepts respond here"), see :meth:`~glocal.engine.Run.region_relevance`.
         """
         selector = TopK(select) if isinstance(select, int) else select
         with self.attributor.session(data, record=[layer]) as run:
@@ -134,7 +138,12 @@ class ConceptExplainer:
             target_ids = PerSample([[t] for t in targets])
             plain = run.attribute(Condition(targets=target_ids))
             concept = self.attributor.concept(layer)
-            concept_relevance = concept.relevance(plain.relevances[layer])
+            if region is None:
+                concept_relevance = concept.relevance(plain.relevances[layer])
+            else:
+                concept_relevance = concept.relevance(
+                    run.region_relevance(layer, region, Condition(targets=target_ids))
+                )
             shares = relevance_shares(concept_relevance, normalization)
             ids = selector.select(concept_relevance)
             width = max((len(i) for i in ids), default=0)
