@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glocal-installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit oldest-zennit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m glocal.demo --out demo-output
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) lint typecheck unit oldest-zennit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -32,8 +32,19 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q --doctest-modules src/glocal tests
 
+# The oldest supported zennit (0.4.6, a different parameter-modifier API): a second small venv that borrows torch
+# from the main one and runs the engine's unit tests.
+OLD_ZENNIT := .venv-zennit-0.4.6
+oldest-zennit: $(STAMP)
+	test -x $(OLD_ZENNIT)/bin/python || $(PYTHON) -m venv $(OLD_ZENNIT)
+	$(OLD_ZENNIT)/bin/python -m pip install --quiet --no-deps zennit==0.4.6
+	$(BIN)/python -c "import site, pathlib; print(site.getsitepackages()[0]); print(pathlib.Path('src').resolve())" \
+		> $$($(OLD_ZENNIT)/bin/python -c "import site; print(site.getsitepackages()[0])")/glocal-main.pth
+	$(OLD_ZENNIT)/bin/python -c "import zennit, sys; assert zennit.__file__.startswith('$(CURDIR)/$(OLD_ZENNIT)'), zennit.__file__"
+	$(OLD_ZENNIT)/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_engine.py tests/unit/test_guards.py tests/unit/test_concepts.py
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLD_ZENNIT) demo-output .pytest_cache .mypy_cache .ruff_cache
