@@ -121,13 +121,29 @@ class BasicRuleStep(RelevanceStep):
         zero = torch.zeros((), dtype=original.dtype, device=original.device)
         self._reducer_inputs = [x.detach() if live else zero for x, live in zip(self.inputs, self.live, strict=True)]
         self._zero = zero
+        if self.multipliers is not None:
+            # a term whose mapped relevance is zero everywhere has a zero gradient: exact to skip for any reducer
+            self.live = [live and bool(m.any()) for live, m in zip(self.live, self.multipliers, strict=True)]
+        self._live_terms = [k for k, is_live in enumerate(self.live) if is_live]
+        # A product-form reducer with a single live term k is  c_k * x_k * g_k:  fold c_k * x_k into one tensor,
+        # so that each concept costs one multiplication here instead of a call of the general reducer.
+        self._scaled_input: torch.Tensor | None = None
+        if may_skip and len(self._live_terms) == 1:
+            (k,) = self._live_terms
+            unit = torch.ones((), dtype=original.dtype, device=original.device)
+            coefficient = hook.reducer(
+                [unit if j == k else zero for j in range(len(self.inputs))],
+                [unit if j == k else zero for j in range(len(self.inputs))],
+            )
+            self._scaled_input = self._reducer_inputs[k] * coefficient
 
     def propagate(self, relevance: torch.Tensor) -> torch.Tensor:
+        live = self._live_terms
         if self.multipliers is not None:
-            grad_outputs = [relevance * multiplier for multiplier in self.multipliers]
+            grad_outputs = {k: relevance * self.multipliers[k] for k in live}
         else:
-            grad_outputs = _as_list(self.hook.gradient_mapper(relevance, self._detached_outputs))
-        live = [k for k, is_live in enumerate(self.live) if is_live]
+            mapped = _as_list(self.hook.gradient_mapper(relevance, self._detached_outputs))
+            grad_outputs = {k: mapped[k] for k in live}
         gradients: list[torch.Tensor] = [self._zero] * len(self.inputs)
         if live:
             computed = torch.autograd.grad(
@@ -139,6 +155,8 @@ class BasicRuleStep(RelevanceStep):
             )
             for k, gradient in zip(live, computed, strict=True):
                 gradients[k] = gradient
+        if self._scaled_input is not None:
+            return self._scaled_input * gradients[live[0]]
         result = self.hook.reducer(self._reducer_inputs, gradients)
         if not isinstance(result, torch.Tensor) or result.shape != self.inputs[0].shape:
             result = torch.as_tensor(result).expand(self.inputs[0].shape).clone()
