@@ -242,6 +242,7 @@ class Attributor:
 
         Examples
         --------
+        >>> from glocal import PerSample
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
         >>> with Attributor(net).session(torch.rand(2, 4), record=["0"]) as run:
         ...     plain = run.attribute({"y": [0]})
