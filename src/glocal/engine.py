@@ -313,6 +313,7 @@ class Run:
                 )
         self.order = {name: probe.order for name, probe in self.probes.items()}
         self._masks: dict[tuple[str, Ids], torch.Tensor] = {}
+        self._feeds_cache: dict[tuple[str, str], bool] = {}
         if start_layer is not None:
             self.root = self._below(start_layer)
         else:
@@ -568,16 +569,44 @@ class Run:
         )
         return dict(zip(targets.keys(), grads, strict=True))
 
-    def _records_between(self, upper: int | None, lower: int | None, chain: Sequence[str]) -> list[str]:
-        """Recorded layers (not in ``chain``) that ran after ``lower`` and before ``upper`` (orders; None = open)."""
+    def _records_between(self, upper: int | None, lower: str | None, chain: Sequence[str]) -> list[str]:
+        """Recorded layers (not in ``chain``) that ran before order ``upper`` and lie on a path from ``lower``.
+
+        In a sole-path backward segment that ends at conditioned layer ``lower``, only layers fed by ``lower`` receive
+        relevance; a layer on a parallel branch would pass relevance around it. ``None`` leaves a side open.
+        """
         out = []
         for name in self.record:
             if name in chain or name == self.start_layer:
                 continue
             order = self.order[name]
-            if (upper is None or order < upper) and (lower is None or order > lower):
-                out.append(name)
+            if upper is not None and order >= upper:
+                continue
+            if lower is not None and (order <= self.order[lower] or not self._feeds(lower, name)):
+                continue
+            out.append(name)
         return out
+
+    def _feeds(self, lower: str, upper: str) -> bool:
+        """Whether layer ``lower``'s output reaches layer ``upper``'s in the forward graph (walks autograd nodes)."""
+        key = (lower, upper)
+        if key not in self._feeds_cache:
+            goal = self._above(lower).grad_fn
+            start = self._below(upper).grad_fn
+            seen: set[Any] = set()
+            stack = [start]
+            found = False
+            while stack and not found:
+                node = stack.pop()
+                if node is None or node in seen:
+                    continue
+                if node is goal:
+                    found = True
+                    break
+                seen.add(node)
+                stack.extend(next_node for next_node, _ in node.next_functions)
+            self._feeds_cache[key] = found
+        return self._feeds_cache[key]
 
     def _start_records(self, condition: Condition) -> dict[Any, torch.Tensor | None]:
         if self.start_layer is not None and self.start_layer in self.record:
@@ -594,7 +623,7 @@ class Run:
         targets: dict[Any, torch.Tensor]
         for index, layer in enumerate(chain):
             targets = {layer: self._above(layer)}
-            for name in self._records_between(upper_order, self.order[layer], chain):
+            for name in self._records_between(upper_order, layer, chain):
                 targets[name] = self._above(name)
             grads = self._grad(source, targets, relevance)
             arriving = grads.pop(layer)
