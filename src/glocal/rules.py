@@ -39,6 +39,20 @@ _PRODUCT_REDUCER_RULES: tuple[type, ...] = tuple(
 )
 
 
+_AFFINE_MODULES = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
+
+
+def _bias_output(module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
+    """What the (modified) affine ``module`` returns for an all-zero input whose true output is shaped ``output``."""
+    bias = getattr(module, "bias", None)
+    if bias is None:
+        return torch.zeros_like(output)
+    bias = bias.detach().to(output)
+    if isinstance(module, torch.nn.Linear):
+        return bias.expand_as(output).clone()
+    return bias.view(1, -1, *([1] * (output.dim() - 2))).expand_as(output).clone()
+
+
 def _modified_module(hook: BasicHook, param_modifier: Any, module: torch.nn.Module) -> Any:
     """The context manager that temporarily modifies ``module``'s parameters, for zennit 0.4.6 and >= 0.4.7."""
     param_mod = getattr(zennit.core, "ParamMod", None)
@@ -105,7 +119,10 @@ class BasicRuleStep(RelevanceStep):
             live = not (may_skip and not bool(modified_input.any()))
             modified_input = modified_input.detach().requires_grad_(live)
             with _modified_module(hook, param_mod, module) as modified, torch.enable_grad():
-                modified_output = out_mod(modified.forward(modified_input))
+                if live or not isinstance(module, _AFFINE_MODULES):
+                    modified_output = out_mod(modified.forward(modified_input))
+                else:  # an affine layer maps a zero input to its bias: no need to run it
+                    modified_output = out_mod(_bias_output(modified, output))
             self.inputs.append(modified_input)
             self.outputs.append(modified_output)
             self.live.append(live)
