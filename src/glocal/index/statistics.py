@@ -1,0 +1,182 @@
+"""What a scan keeps per layer: RelMax and ActMax top-k, and per-class statistics, mergeable and checkpointable.
+
+Scores per sample and concept (channel) ``c`` of a layer with relevance ``R`` and activation ``a``:
+
+* ``relmax_sum``: ``sum_p R_c(p)`` over spatial positions ``p``; ``relmax_max``: ``max_p R_c(p)``;
+* ``relmax_sum_norm`` / ``relmax_max_norm``: the same divided by ``sum_c' |sum_p R_c'(p)|`` (the paper's
+  abs-normalisation, so that samples with large outputs do not dominate);
+* ``actmax_sum`` / ``actmax_max``: the same over the activation.
+
+Each kept sample also keeps the position of the concept's most relevant (RelMax) or most active (ActMax) unit, used to
+crop references to the concept's receptive field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .topk import TopK
+
+__all__ = ["MODES", "LayerStatistics"]
+
+MODES = ("relmax_sum", "relmax_max", "relmax_sum_norm", "relmax_max_norm", "actmax_sum", "actmax_max")
+
+
+def _spatial(tensor: torch.Tensor) -> torch.Tensor:
+    """``(N, C, ...)`` to ``(N, C, P)``; a linear layer's ``(N, C)`` has one position."""
+    return tensor.flatten(2) if tensor.dim() > 2 else tensor.unsqueeze(-1)
+
+
+def concept_scores(relevance: torch.Tensor, activation: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Scores ``(N, C)`` and positions ``(N, C)`` of every mode, for one batch of one layer."""
+    rel, act = _spatial(relevance.detach()).double(), _spatial(activation.detach()).double()
+    rel_sum = rel.sum(-1)
+    rel_max, rel_argmax = rel.max(-1)
+    act_sum = act.sum(-1)
+    act_max, act_argmax = act.max(-1)
+    total = rel_sum.abs().sum(-1, keepdim=True)
+    total = torch.where(total == 0, torch.ones_like(total), total)
+    return {
+        "relmax_sum": (rel_sum, rel_argmax),
+        "relmax_max": (rel_max, rel_argmax),
+        "relmax_sum_norm": (rel_sum / total, rel_argmax),
+        "relmax_max_norm": (rel_max / total, rel_argmax),
+        "actmax_sum": (act_sum, act_argmax),
+        "actmax_max": (act_max, act_argmax),
+    }
+
+
+@dataclass
+class LayerStatistics:
+    """Running statistics of one layer's ``concepts`` concepts over ``classes`` classes.
+
+    Attributes
+    ----------
+    top
+        Mode name to the dataset-wide :class:`~glocal.index.topk.TopK` of that score.
+    class_top
+        RelMax (``relmax_sum``) top-k per class: rows ``class * concepts + concept``.
+    class_relevance
+        ``(classes, concepts)`` float64 sum of ``relmax_sum`` over the samples of each class.
+    class_count
+        ``(classes,)`` number of samples that contributed to each class.
+    """
+
+    concepts: int
+    classes: int
+    k: int
+    top: dict[str, TopK] = field(default_factory=dict)
+    class_top: TopK | None = None
+    class_relevance: torch.Tensor | None = None
+    class_count: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not self.top:
+            self.top = {mode: TopK.empty(self.concepts, self.k) for mode in MODES}
+        if self.class_top is None:
+            self.class_top = TopK.empty(self.concepts * self.classes, self.k)
+        if self.class_relevance is None:
+            self.class_relevance = torch.zeros(self.classes, self.concepts, dtype=torch.float64)
+        if self.class_count is None:
+            self.class_count = torch.zeros(self.classes, dtype=torch.int64)
+
+    def update(
+        self,
+        ids: torch.Tensor,
+        relevance: torch.Tensor,
+        activation: torch.Tensor,
+        classes: list[list[int]],
+        class_relevance: torch.Tensor | None = None,
+    ) -> None:
+        """Add one batch.
+
+        Parameters
+        ----------
+        ids
+            ``(N,)`` dataset indices of the samples.
+        relevance, activation
+            ``(N, C, ...)`` the layer's relevance (from each sample's targets together) and activation.
+        classes
+            Per sample, the classes it counts for in the class statistics.
+        class_relevance
+            ``(N, L, C, ...)`` relevance per class of each sample when a sample has several (multi-label); ``None``
+            when ``relevance`` already is the relevance of the sample's one class.
+        """
+        scores = concept_scores(relevance, activation)
+        for mode, (score, position) in scores.items():
+            self.top[mode].update(score, ids, position)
+        assert self.class_top is not None and self.class_relevance is not None and self.class_count is not None
+        for label_slot in range(max((len(c) for c in classes), default=0)):
+            rows = [n for n, c in enumerate(classes) if len(c) > label_slot]
+            labels = torch.tensor([classes[n][label_slot] for n in rows], dtype=torch.int64)
+            if class_relevance is None:
+                score, position = scores["relmax_sum"][0][rows], scores["relmax_sum"][1][rows]
+            else:
+                slot_scores = concept_scores(class_relevance[rows, label_slot], activation[rows])
+                score, position = slot_scores["relmax_sum"]
+            self.class_relevance.index_add_(0, labels, score)
+            self.class_count.index_add_(0, labels, torch.ones_like(labels))
+            chosen_ids = ids[rows]
+            for label in labels.unique().tolist():
+                mine = labels == label
+                self.class_top.update(score[mine], chosen_ids[mine], position[mine], first_row=label * self.concepts)
+
+    def merge(self, other: LayerStatistics) -> LayerStatistics:
+        """Statistics of both shards together (top-k exact; sums in float64)."""
+        assert other.class_top is not None and self.class_top is not None
+        assert other.class_relevance is not None and self.class_relevance is not None
+        assert other.class_count is not None and self.class_count is not None
+        return LayerStatistics(
+            concepts=self.concepts,
+            classes=self.classes,
+            k=self.k,
+            top={mode: self.top[mode].merge(other.top[mode]) for mode in MODES},
+            class_top=self.class_top.merge(other.class_top),
+            class_relevance=self.class_relevance + other.class_relevance,
+            class_count=self.class_count + other.class_count,
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat name to array, for storage and checkpoints."""
+        out: dict[str, np.ndarray] = {}
+        for mode, top in self.top.items():
+            out[f"{mode}/scores"] = top.scores.numpy()
+            out[f"{mode}/ids"] = top.ids.numpy()
+            out[f"{mode}/positions"] = top.positions.numpy()
+        assert self.class_top is not None and self.class_relevance is not None and self.class_count is not None
+        out["classes/scores"] = self.class_top.scores.numpy()
+        out["classes/ids"] = self.class_top.ids.numpy()
+        out["classes/positions"] = self.class_top.positions.numpy()
+        out["classes/relevance_sum"] = self.class_relevance.numpy()
+        out["classes/count"] = self.class_count.numpy()
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> LayerStatistics:
+        top = {
+            mode: TopK(
+                torch.from_numpy(np.array(arrays[f"{mode}/scores"])),
+                torch.from_numpy(np.array(arrays[f"{mode}/ids"])),
+                torch.from_numpy(np.array(arrays[f"{mode}/positions"])),
+            )
+            for mode in MODES
+        }
+        class_relevance = torch.from_numpy(np.array(arrays["classes/relevance_sum"]))
+        classes, concepts = class_relevance.shape
+        k = top[MODES[0]].k
+        return cls(
+            concepts=concepts,
+            classes=classes,
+            k=k,
+            top=top,
+            class_top=TopK(
+                torch.from_numpy(np.array(arrays["classes/scores"])),
+                torch.from_numpy(np.array(arrays["classes/ids"])),
+                torch.from_numpy(np.array(arrays["classes/positions"])),
+            ),
+            class_relevance=class_relevance,
+            class_count=torch.from_numpy(np.array(arrays["classes/count"])),
+        )
