@@ -1,0 +1,79 @@
+"""A scan's statistics equal those computed sample by sample with the engine."""
+
+from __future__ import annotations
+
+import torch
+from zennit.composites import EpsilonPlusFlat
+
+from glocal import Attributor
+from glocal.index.scan import ScanState, batches_for, run_scan
+from glocal.index.statistics import LayerStatistics
+
+
+def test_batches_cover_the_dataset_once_across_ranks():
+    everything = sorted(i for rank in range(3) for batch in batches_for(23, 4, rank, 3) for i in batch)
+    assert everything == list(range(23))
+    assert batches_for(10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_scan_equals_per_sample_reference(conv_net):
+    torch.manual_seed(5)
+    images = torch.rand(13, 3, 8, 8)
+    labels = torch.randint(0, 5, (13,))
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    layers = ["2", "5"]
+    state = run_scan(conv_net, EpsilonPlusFlat(), dataset, layers, k=3, batch_size=4, progress=False)
+    assert state.samples_done == 13 and state.batches_done == 4
+
+    reference = {name: LayerStatistics(8, 5, 3) for name in layers}
+    attributor = Attributor(conv_net, EpsilonPlusFlat())
+    for i in range(13):
+        result = attributor(images[i : i + 1], {"y": [int(labels[i])]}, record=layers, heatmap=False)
+        for name in layers:
+            reference[name].update(
+                torch.tensor([i]), result.relevances[name], result.activations[name], [[int(labels[i])]]
+            )
+    assert state.statistics is not None
+    for name in layers:
+        ours, theirs = state.statistics[name].arrays(), reference[name].arrays()
+        for key in ours:
+            if key.endswith("ids") or key.endswith("positions") or key.endswith("count"):
+                assert (ours[key] == theirs[key]).all(), (name, key)
+            else:
+                torch.testing.assert_close(
+                    torch.from_numpy(ours[key]), torch.from_numpy(theirs[key]), rtol=1e-4, atol=1e-7
+                )
+
+
+def test_scan_with_predictions_and_resume_equals_one_pass(conv_net):
+    torch.manual_seed(6)
+    dataset = torch.utils.data.TensorDataset(torch.rand(10, 3, 8, 8))
+    whole = run_scan(
+        conv_net, EpsilonPlusFlat(), dataset, ["5"], k=2, batch_size=3, targets="prediction", progress=False
+    )
+    # interrupted after two batches, then continued from the saved state
+    first = run_scan(
+        conv_net,
+        EpsilonPlusFlat(),
+        torch.utils.data.Subset(dataset, range(6)),
+        ["5"],
+        k=2,
+        batch_size=3,
+        targets="prediction",
+        progress=False,
+    )
+    partial = ScanState(["5"], 2, statistics=first.statistics, batches_done=2, samples_done=6)
+    resumed = run_scan(
+        conv_net,
+        EpsilonPlusFlat(),
+        dataset,
+        ["5"],
+        k=2,
+        batch_size=3,
+        targets="prediction",
+        state=partial,
+        progress=False,
+    )
+    assert whole.statistics is not None and resumed.statistics is not None
+    for key, value in whole.statistics["5"].arrays().items():
+        assert (resumed.statistics["5"].arrays()[key] == value).all(), key
