@@ -1,0 +1,467 @@
+"""Reference images of a concept: the dataset samples that use it most, cropped to where it acts.
+
+Given the samples a dataset index found for a concept (a channel of ``layer``), this module computes
+
+* :func:`reference_heatmaps` -- the concept's conditional heatmap ``R(x | theta)`` on each sample;
+* :func:`receptive_field_boxes` -- each sample's crop: the input region that the concept's single most relevant
+  unit (channel and position) draws its relevance from;
+* :func:`render_references` -- the cropped samples as pictures, with the irrelevant part faded towards a flat
+  background (zennit-crp's ``vis_opaque_img``), and :func:`reference_grid` to tile them;
+* :func:`make_reference` -- all of it at once, as a frozen :class:`Reference`.
+
+Two ways of starting the relevance (``mode``):
+
+``"relevance"`` (RelMax)
+    Relevance starts at each sample's target output unit and flows down through the concept only
+    (``{layer: [channel], "y": [target]}``, sole path): *how the model used the concept for its decision*.
+    zennit-crp instead starts at the layer's activation for both modes (its issue #11).
+``"activation"`` (ActMax)
+    Relevance starts at the layer itself from the concept's activation (``start_layer=layer``): *what in the
+    input makes the concept fire*.
+
+Boxes are ``(top, left, bottom, right)`` in input pixels with exclusive ``bottom`` and ``right``, so
+``image[..., top:bottom, left:right]`` is the crop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from .concepts import NeuronConcept
+from .conditions import Condition, PerSample
+from .engine import Attributor
+from .errors import InputError
+
+__all__ = [
+    "Box",
+    "Mode",
+    "Reference",
+    "crop_images",
+    "make_reference",
+    "receptive_field_boxes",
+    "reference_grid",
+    "reference_heatmaps",
+    "render_references",
+]
+
+Mode = Literal["relevance", "activation"]
+Box = tuple[int, int, int, int]
+"""``(top, left, bottom, right)`` in input pixels; ``bottom`` and ``right`` are exclusive."""
+
+MODES = ("relevance", "activation")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Reference samples of one concept.
+
+    Attributes
+    ----------
+    layer, channel, mode
+        The concept and how its relevance was started (``"relevance"`` or ``"activation"``).
+    sample_ids
+        Dataset indices of the samples, most relevant (or active) first.
+    scores
+        The index's score of the concept on each sample (relevance or activation).
+    boxes
+        Each sample's crop ``(top, left, bottom, right)``.
+    tensors
+        ``(n, C, size, size)``: the cropped images, resized keeping their aspect ratio and padded, *without* fading.
+    images
+        The rendered references (cropped, resized, irrelevant part faded), one RGB image per sample.
+    """
+
+    layer: str
+    channel: int
+    mode: str
+    sample_ids: tuple[int, ...]
+    scores: tuple[float, ...]
+    boxes: tuple[Box, ...]
+    tensors: torch.Tensor
+    images: tuple[Image.Image, ...]
+
+    def grid(self, columns: int = 4, title: str | None = None) -> Image.Image:
+        """The rendered references tiled into one image (see :func:`reference_grid`)."""
+        if title is None:
+            title = f"{self.layer} channel {self.channel} ({self.mode})"
+        return reference_grid(list(self.images), columns=columns, title=title)
+
+
+# -- attribution ------------------------------------------------------------------------------------------------------
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'relevance' (RelMax) or 'activation' (ActMax), got {mode!r}")
+
+
+def _check_per_sample(values: Sequence[int] | None, n: int, what: str, needed: bool) -> list[int] | None:
+    if values is None:
+        if needed:
+            raise InputError(f"{what} are needed, one per sample ({n} samples), but none were given")
+        return None
+    values = [int(v) for v in values]
+    if len(values) != n:
+        raise InputError(f"{what} must give one value per sample: got {len(values)} for {n} samples")
+    return values
+
+
+def _condition(
+    layer: str, ids: tuple[int, ...] | PerSample, targets: list[int] | None, mode: str
+) -> tuple[Condition, str | None]:
+    """The condition and ``start_layer`` of one reference attribution."""
+    if mode == "relevance":
+        assert targets is not None
+        return Condition(targets=PerSample([[t] for t in targets]), layers={layer: ids}), None
+    return Condition(layers={layer: ids}), layer
+
+
+def reference_heatmaps(
+    attributor: Attributor,
+    samples: torch.Tensor,
+    layer: str,
+    channel: int,
+    targets: Sequence[int] | None = None,
+    mode: Mode = "relevance",
+) -> torch.Tensor:
+    """The conditional heatmap of concept ``channel`` of ``layer`` on each sample, in one engine call.
+
+    Parameters
+    ----------
+    attributor
+        The engine (model and composite). ``channel`` is an id of its concept for ``layer`` (a channel by default).
+    samples
+        ``(n, ...)`` model inputs (preprocessed).
+    layer, channel
+        The concept.
+    targets
+        With ``mode="relevance"``: each sample's output unit that starts the relevance (``n`` ints).
+        Ignored with ``mode="activation"``.
+    mode
+        ``"relevance"``: from the target output through the concept only (sole path). ``"activation"``: from the
+        concept's activation at ``layer``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n, *spatial)``: the input relevance summed over input channels.
+    """
+    _check_mode(mode)
+    targets = _check_per_sample(targets, samples.shape[0], "targets", needed=mode == "relevance")
+    condition, start_layer = _condition(layer, (int(channel),), targets, mode)
+    result = attributor(samples, condition, start_layer=start_layer, sole_path=True)
+    assert result.heatmap is not None
+    return result.heatmap
+
+
+def _box(heatmap: torch.Tensor, threshold: float, padding: int) -> Box:
+    """Bounding box of the pixels whose |relevance| exceeds ``threshold`` times the largest; never empty."""
+    height, width = heatmap.shape
+    magnitude = heatmap.detach().abs()
+    peak = float(magnitude.max()) if magnitude.numel() else 0.0
+    if not math.isfinite(peak) or peak <= 0:
+        return 0, 0, height, width  # no relevance at all: keep the whole sample
+    rows, columns = torch.nonzero(magnitude > threshold * peak, as_tuple=True)
+    if rows.numel() == 0:  # threshold >= 1: keep at least the peak
+        rows, columns = torch.nonzero(magnitude >= peak, as_tuple=True)
+    top, bottom = int(rows.min()) - padding, int(rows.max()) + 1 + padding
+    left, right = int(columns.min()) - padding, int(columns.max()) + 1 + padding
+    return max(top, 0), max(left, 0), min(bottom, height), min(right, width)
+
+
+def receptive_field_boxes(
+    attributor: Attributor,
+    samples: torch.Tensor,
+    layer: str,
+    channel: int,
+    positions: Sequence[int],
+    targets: Sequence[int] | None = None,
+    mode: Mode = "relevance",
+    *,
+    threshold: float = 0.01,
+    padding: int = 2,
+) -> list[Box]:
+    """Each sample's crop to the receptive field of the concept's most relevant unit, in one engine call.
+
+    The heatmap of the single unit ``(channel, position)`` of ``layer`` (a :class:`~glocal.NeuronConcept`) is
+    nonzero only inside that unit's receptive field, and there mostly where the unit looked. The box is the
+    bounding box of the pixels whose ``|relevance|`` exceeds ``threshold`` times the heatmap's largest
+    ``|relevance|``, widened by ``padding`` pixels and clipped to the image. The heatmap is not blurred (zennit-crp
+    blurs before thresholding), so with ``threshold=0`` and ``padding=0`` the box is the support of the unit's
+    relevance, i.e. its receptive field wherever the input and weights are nonzero. A unit without any relevance
+    gets the whole sample.
+
+    Parameters
+    ----------
+    attributor
+        The engine; its model and composite are reused with a :class:`~glocal.NeuronConcept` at ``layer``.
+    samples
+        ``(n, C, H, W)`` model inputs.
+    layer, channel
+        The concept.
+    positions
+        For each sample, the flat spatial index ``h * W' + w`` of the concept's most relevant unit in ``layer``'s
+        ``(H', W')`` map (what the dataset index stores).
+    targets, mode
+        As in :func:`reference_heatmaps`.
+    threshold
+        Fraction of the largest ``|relevance|`` a pixel must exceed to count, in ``[0, 1)``.
+    padding
+        Pixels added on each side (clipped at the borders).
+
+    Returns
+    -------
+    list of (top, left, bottom, right)
+        ``bottom`` and ``right`` exclusive.
+    """
+    _check_mode(mode)
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold is a fraction of the largest relevance in [0, 1), got {threshold}")
+    if padding < 0:
+        raise ValueError(f"padding must be a number of pixels >= 0, got {padding}")
+    n = samples.shape[0]
+    targets = _check_per_sample(targets, n, "targets", needed=mode == "relevance")
+    checked_positions = _check_per_sample(positions, n, "positions", needed=True)
+    assert checked_positions is not None
+    neurons = Attributor(
+        attributor.model,
+        attributor.composite,
+        concepts={layer: NeuronConcept()},
+        output_name=attributor.output_name,
+    )
+    start_layer = layer if mode == "activation" else None
+    with neurons.session(samples, layers=[layer], start_layer=start_layer, sole_path=True) as run:
+        activation = run.probes[layer].below
+        assert activation is not None
+        shape = activation.shape[1:]
+        spatial = math.prod(shape[1:])
+        for position in checked_positions:
+            if not 0 <= position < spatial:
+                raise InputError(
+                    f"position {position} is outside layer {layer!r}'s spatial map of {spatial} units "
+                    f"(shape {tuple(shape[1:])}); give flat indices h * W + w"
+                )
+        ids = PerSample([[NeuronConcept.index(shape, channel, *_unravel(p, shape[1:]))] for p in checked_positions])
+        condition, _ = _condition(layer, ids, targets, mode)
+        result = run.attribute(condition)
+    assert result.heatmap is not None
+    return [_box(heatmap, threshold, padding) for heatmap in result.heatmap]
+
+
+def _unravel(position: int, spatial: Sequence[int]) -> tuple[int, ...]:
+    index = []
+    for size in reversed(spatial):
+        index.append(position % size)
+        position //= size
+    return tuple(reversed(index))
+
+
+# -- pictures ---------------------------------------------------------------------------------------------------------
+
+
+def _fit(tensor: torch.Tensor, size: int, fill: float) -> torch.Tensor:
+    """``(C, h, w)`` resized so its longer side is ``size`` (aspect kept), centred on a ``size``-square of ``fill``."""
+    channels, height, width = tensor.shape
+    scale = size / max(height, width)
+    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    resized = F.interpolate(
+        tensor[None].float(), size=(new_height, new_width), mode="bilinear", align_corners=False, antialias=scale < 1
+    )[0].clamp(0, 1)
+    out = torch.full((channels, size, size), fill, dtype=resized.dtype)
+    top, left = (size - new_height) // 2, (size - new_width) // 2
+    out[:, top : top + new_height, left : left + new_width] = resized
+    return out
+
+
+def _check_images(images: torch.Tensor, heatmaps: torch.Tensor | None, boxes: Sequence[Box]) -> None:
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise InputError(f"images must be shaped (n, 1 or 3, H, W) with values in [0, 1], got {tuple(images.shape)}")
+    if heatmaps is not None and tuple(heatmaps.shape) != (images.shape[0], *images.shape[2:]):
+        raise InputError(
+            f"heatmaps must be shaped (n, H, W) = {(images.shape[0], *images.shape[2:])} to match the images, "
+            f"got {tuple(heatmaps.shape)}"
+        )
+    if len(boxes) != images.shape[0]:
+        raise InputError(f"give one box per image: got {len(boxes)} boxes for {images.shape[0]} images")
+
+
+def crop_images(
+    images: torch.Tensor, boxes: Sequence[Box], *, size: int = 112, background: float = 1.0, crop: bool = True
+) -> torch.Tensor:
+    """Images ``(n, C, H, W)`` cropped to ``boxes``, resized keeping their aspect ratio and padded to a square.
+
+    Returns ``(n, C, size, size)``; values outside [0, 1] are clipped.
+    """
+    _check_images(images, None, boxes)
+    out = []
+    for image, (top, left, bottom, right) in zip(images.detach().cpu(), boxes, strict=True):
+        if crop:
+            image = image[:, top:bottom, left:right]
+        out.append(_fit(image, size, background))
+    return torch.stack(out)
+
+
+def render_references(
+    images: torch.Tensor,
+    heatmaps: torch.Tensor,
+    boxes: Sequence[Box],
+    *,
+    size: int = 112,
+    opacity: float = 0.2,
+    threshold: float = 0.2,
+    background: float = 1.0,
+    crop: bool = True,
+) -> list[Image.Image]:
+    """Reference pictures: each image cropped to its box, the part where the concept is irrelevant faded out.
+
+    Inside the crop, a pixel counts as relevant when its heatmap value exceeds ``threshold`` times the crop's largest
+    (positive) relevance, as in zennit-crp's ``vis_opaque_img`` (but without blurring). Other pixels are blended
+    towards the flat ``background``: ``opacity * image + (1 - opacity) * background``. The result is resized so its
+    longer side is ``size`` and padded with ``background`` to a square.
+
+    Parameters
+    ----------
+    images
+        ``(n, C, H, W)`` images for display, values in [0, 1] (not normalised for the model).
+    heatmaps
+        ``(n, H, W)`` the concept's heatmaps (e.g. from :func:`reference_heatmaps`).
+    boxes
+        ``(top, left, bottom, right)`` per image (e.g. from :func:`receptive_field_boxes`).
+    size
+        Side of the square output in pixels.
+    opacity
+        How much of the image survives in the irrelevant part: 0 gives flat ``background``, 1 no fading.
+    threshold
+        Fraction of the largest relevance in the crop below which a pixel is faded, in ``[0, 1)``.
+    background
+        Grey level of the fade and padding: 1 is white, 0.5 grey.
+    crop
+        Crop to the boxes; without it the whole image is shown (still faded).
+
+    Returns
+    -------
+    list of PIL.Image.Image
+        ``size`` by ``size`` RGB images.
+    """
+    _check_images(images, heatmaps, boxes)
+    if not 0 <= opacity <= 1:
+        raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold is a fraction of the largest relevance in [0, 1), got {threshold}")
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    pictures = []
+    for image, heatmap, (top, left, bottom, right) in zip(
+        images.detach().cpu().float(), heatmaps.detach().cpu().float(), boxes, strict=True
+    ):
+        if crop:
+            image, heatmap = image[:, top:bottom, left:right], heatmap[top:bottom, left:right]
+        peak = float(heatmap.max()) if heatmap.numel() else 0.0
+        relevant = heatmap > threshold * peak if peak > 0 else torch.zeros_like(heatmap, dtype=torch.bool)
+        faded = opacity * image + (1 - opacity) * background
+        shown = torch.where(relevant[None], image, faded)
+        fitted = _fit(shown, size, background)
+        if fitted.shape[0] == 1:
+            fitted = fitted.expand(3, -1, -1)
+        array = (fitted.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        pictures.append(Image.fromarray(np.ascontiguousarray(array), mode="RGB"))
+    return pictures
+
+
+def reference_grid(
+    images: Sequence[Image.Image],
+    *,
+    columns: int = 4,
+    title: str | None = None,
+    margin: int = 4,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """Tile images (of any sizes) row by row into one RGB image, with an optional title strip on top."""
+    if not images:
+        raise ValueError("no images to tile; give at least one")
+    if columns < 1:
+        raise ValueError(f"columns must be a positive number, got {columns}")
+    columns = min(columns, len(images))
+    rows = math.ceil(len(images) / columns)
+    cell_width = max(image.width for image in images)
+    cell_height = max(image.height for image in images)
+    title_height = 18 if title else 0
+    width = columns * cell_width + (columns + 1) * margin
+    height = title_height + rows * cell_height + (rows + 1) * margin
+    grid = Image.new("RGB", (width, height), background)
+    draw = ImageDraw.Draw(grid)
+    if title:
+        draw.text((margin, 3), title, fill=(0, 0, 0))
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        x = margin + column * (cell_width + margin) + (cell_width - image.width) // 2
+        y = title_height + margin + row * (cell_height + margin) + (cell_height - image.height) // 2
+        grid.paste(image.convert("RGB"), (x, y))
+    return grid
+
+
+def make_reference(
+    attributor: Attributor,
+    images: torch.Tensor,
+    samples: torch.Tensor,
+    layer: str,
+    channel: int,
+    *,
+    sample_ids: Sequence[int],
+    scores: Sequence[float],
+    positions: Sequence[int],
+    targets: Sequence[int] | None = None,
+    mode: Mode = "relevance",
+    size: int = 112,
+    opacity: float = 0.2,
+    crop: bool = True,
+    box_threshold: float = 0.01,
+    box_padding: int = 2,
+) -> Reference:
+    """Heatmaps, receptive-field boxes and pictures of one concept's reference samples (two engine calls).
+
+    ``images`` are the samples for display (``(n, C, H, W)`` in [0, 1]), ``samples`` the same samples as the model
+    takes them; the other arguments are those of :func:`reference_heatmaps`, :func:`receptive_field_boxes` and
+    :func:`render_references`.
+    """
+    n = samples.shape[0]
+    if images.shape[0] != n or len(sample_ids) != n or len(scores) != n:
+        raise InputError(
+            f"images, sample_ids and scores must give one entry per sample ({n}); got {images.shape[0]}, "
+            f"{len(sample_ids)} and {len(scores)}"
+        )
+    heatmaps = reference_heatmaps(attributor, samples, layer, channel, targets, mode)
+    boxes = (
+        receptive_field_boxes(
+            attributor,
+            samples,
+            layer,
+            channel,
+            positions,
+            targets,
+            mode,
+            threshold=box_threshold,
+            padding=box_padding,
+        )
+        if crop
+        else [(0, 0, int(images.shape[2]), int(images.shape[3]))] * n
+    )
+    pictures = render_references(images, heatmaps, boxes, size=size, opacity=opacity, crop=crop)
+    return Reference(
+        layer=layer,
+        channel=int(channel),
+        mode=mode,
+        sample_ids=tuple(int(i) for i in sample_ids),
+        scores=tuple(float(s) for s in scores),
+        boxes=tuple(boxes),
+        tensors=crop_images(images, boxes, size=size, crop=crop),
+        images=tuple(pictures),
+    )

@@ -1,0 +1,540 @@
+"""The index directory: the only code in glocal that touches disk.
+
+An index directory holds::
+
+    <dir>/manifest.json                what produced the index, plus "status": "in-progress" | "complete"
+    <dir>/index.zarr/                  the final arrays, as "<group>/<name>" (zarr v3)
+    <dir>/checkpoints/ckpt-<step>/     arrays.zarr/ and progress.json of the last checkpoint
+    <dir>/checkpoints/LATEST           the name of the last complete checkpoint directory
+
+Every change a reader could observe is made atomically: files and directories are written under a temporary name,
+flushed to disk (``fsync``) and then moved into place with :func:`os.replace`. A crash (even ``SIGKILL``) at any
+moment therefore leaves either the old or the new state readable, and a reader in another process sees the last
+complete checkpoint and only fully written final arrays.
+
+Array keys are ``/``-separated paths; each part may contain any character (layer names such as ``features.28``).
+On disk, characters other than ``A-Z a-z 0-9 _ -`` are escaped as ``~XX`` (hex of their UTF-8 bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from .errors import GlocalError
+
+__all__ = [
+    "IndexCorruptedError",
+    "IndexKeyError",
+    "IndexMismatchError",
+    "IndexReadOnlyError",
+    "IndexStore",
+]
+
+_MANIFEST = "manifest.json"
+_ARRAYS = "index.zarr"
+_CHECKPOINTS = "checkpoints"
+_LATEST = "LATEST"
+_STAGING = "staging"
+_PROGRESS = "progress.json"
+_CHECKPOINT_ARRAYS = "arrays.zarr"
+_STATUS = "status"
+_IN_PROGRESS = "in-progress"
+_COMPLETE = "complete"
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_ROW_CHUNK_BYTES = 4 * 2**20
+
+
+class IndexMismatchError(GlocalError, ValueError):
+    """An index directory exists, but was produced by something other than what is given now."""
+
+
+class IndexCorruptedError(GlocalError, ValueError):
+    """A file of an index directory cannot be read (truncated, not JSON, not a zarr array, ...)."""
+
+
+class IndexKeyError(GlocalError, KeyError):
+    """An array key that the index does not hold."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0]) if self.args else ""
+
+
+class IndexReadOnlyError(GlocalError, PermissionError):
+    """A write to an index that was opened for reading only."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# low-level helpers
+
+
+def _escape(part: str) -> str:
+    if not part:
+        raise ValueError("array keys must not contain empty parts (such as 'a//b' or a leading or trailing '/')")
+    return "".join(c if c in _SAFE else "".join(f"~{b:02X}" for b in c.encode()) for c in part)
+
+
+def _unescape(part: str) -> str:
+    data = bytearray()
+    i = 0
+    while i < len(part):
+        if part[i] == "~":
+            data.append(int(part[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            data += part[i].encode()
+            i += 1
+    return data.decode()
+
+
+def _key_path(key: str) -> str:
+    """The relative on-disk path of the array ``key``."""
+    if not isinstance(key, str):
+        raise TypeError(f"array keys must be str such as 'features.28/relmax_sum/ids', got {type(key).__name__}")
+    return "/".join(_escape(part) for part in key.split("/"))
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory below ``root`` (and ``root`` itself) to disk."""
+    for directory, _, files in os.walk(root, topdown=False):
+        for name in files:
+            _fsync_path(Path(directory) / name)
+        _fsync_path(Path(directory))
+
+
+def _write_file_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by a file holding ``text``; a crash leaves either the old or the new content."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_path(path.parent)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IndexCorruptedError(
+            f"{path} is not valid JSON ({error}); the file is corrupted. It was left untouched: delete the index "
+            "directory to build it again, or restore the file from a backup."
+        ) from error
+
+
+def _to_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"the {what} must be JSON-serialisable (dicts with str keys, lists, str, int, finite float, bool, None); "
+            f"{error}. Convert such values to str or lists first."
+        ) from error
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def _manifest_differences(existing: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    old, new = _flatten(dict(existing)), _flatten(dict(given))
+    missing = "(not set)"
+    return [
+        f"{key}: the index has {old.get(key, missing)!r}, the given manifest has {new.get(key, missing)!r}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, missing) != new.get(key, missing)
+    ]
+
+
+def _write_arrays(root: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` as a new zarr hierarchy at ``root`` (which must not exist)."""
+    store = LocalStore(root)
+    zarr.open_group(store=store, mode="w-")
+    for key, value in arrays.items():
+        path = _key_path(key)
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            zarr.open_group(store=store, path="/".join(parts[:depth]), mode="a")
+        data = np.asarray(value)
+        if data.dtype.kind not in "biufc":
+            raise TypeError(
+                f"array {key!r} has dtype {data.dtype}; the index stores numeric and bool arrays only. "
+                "Convert it (e.g. ids to int64) before writing."
+            )
+        zarr.create_array(store=store, name=path, data=data)
+
+
+def _read_array(path: Path) -> np.ndarray:
+    try:
+        return np.asarray(zarr.open_array(store=LocalStore(path, read_only=True), mode="r")[...])
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        raise IndexCorruptedError(
+            f"the array at {path} cannot be read ({type(error).__name__}: {error}); it is corrupted. It was left "
+            "untouched: delete the index directory to build it again."
+        ) from error
+
+
+def _array_keys(root: Path) -> list[str]:
+    """The keys of all arrays below the zarr group at ``root``, sorted."""
+    if not (root / "zarr.json").exists():
+        return []
+    try:
+        group = zarr.open_group(store=LocalStore(root, read_only=True), mode="r")
+        members = list(group.members(max_depth=None))
+    except Exception as error:
+        raise IndexCorruptedError(
+            f"the zarr hierarchy at {root} cannot be read ({type(error).__name__}: {error}); it is corrupted. "
+            "Delete the index directory to build it again."
+        ) from error
+    return sorted(
+        "/".join(_unescape(part) for part in path.split("/")) for path, node in members if isinstance(node, zarr.Array)
+    )
+
+
+def _read_arrays(root: Path) -> dict[str, np.ndarray]:
+    return {key: _read_array(root / _key_path(key)) for key in _array_keys(root)}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class IndexStore:
+    """An index directory: manifest, final arrays and checkpoints.
+
+    Use :meth:`create` to write (or resume writing) an index and :meth:`open` to read one, also while another
+    process writes it.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> directory = tempfile.mkdtemp() + "/index"
+    >>> store = IndexStore.create(directory, {"model": {"sha256": "abc"}})
+    >>> store.write_results({"features.28/relmax_sum/ids": np.arange(3)})
+    >>> store.mark_complete()
+    >>> reader = IndexStore.open(directory)
+    >>> reader.complete, reader.keys(), reader.read("features.28/relmax_sum/ids").tolist()
+    (True, ['features.28/relmax_sum/ids'], [0, 1, 2])
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], writable: bool) -> None:
+        self._path = path
+        self._manifest = manifest
+        self._writable = writable
+
+    # ---------------------------------------------------------------------------------------------------- opening
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], manifest: Mapping[str, Any]) -> IndexStore:
+        """Create the index directory at ``path``, or open it for writing if it holds an index of ``manifest``.
+
+        Parameters
+        ----------
+        path
+            The index directory; parent directories are created as needed.
+        manifest
+            What produces the index (JSON-serialisable; e.g. model, composite and dataset fingerprints and settings).
+            The key ``"status"`` is reserved.
+
+        Raises
+        ------
+        IndexMismatchError
+            ``path`` holds an index with a different manifest; nothing on disk is changed.
+        IndexCorruptedError
+            ``path`` holds an unreadable manifest, or is a non-empty directory that is not an index.
+        """
+        directory = Path(path)
+        given = dict(manifest)
+        if _STATUS in given:
+            raise ValueError(f"the manifest key {_STATUS!r} is reserved for the index's status; rename that key")
+        given = json.loads(_to_json(given, "manifest"))  # compare as stored (tuples become lists)
+        manifest_path = directory / _MANIFEST
+        if manifest_path.exists():
+            stored = cls._load_manifest(manifest_path)
+            existing = {k: v for k, v in stored.items() if k != _STATUS}
+            differences = _manifest_differences(existing, given)
+            if differences:
+                listed = "\n  ".join(differences)
+                raise IndexMismatchError(
+                    f"{directory} holds an index made by something else than what is given now:\n  {listed}\n"
+                    "Nothing was changed. Choose another directory, or delete this one to build the index anew."
+                )
+        else:
+            if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+                raise IndexCorruptedError(
+                    f"{directory} exists and is not empty, but has no {_MANIFEST}: it is not an index directory (or "
+                    "its manifest was lost). Nothing was changed. Choose another directory, or delete this one."
+                )
+            directory.mkdir(parents=True, exist_ok=True)
+            _write_file_atomic(manifest_path, _to_json({**given, _STATUS: _IN_PROGRESS}, "manifest"))
+        (directory / _CHECKPOINTS).mkdir(exist_ok=True)
+        (directory / _STAGING).mkdir(exist_ok=True)
+        if not (directory / _ARRAYS / "zarr.json").exists():
+            zarr.open_group(store=LocalStore(directory / _ARRAYS), mode="a")
+        return cls(directory, given, writable=True)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> IndexStore:
+        """Open the index at ``path`` for reading; safe while another process writes it.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``path`` holds no index.
+        IndexCorruptedError
+            The manifest cannot be read.
+        """
+        directory = Path(path)
+        manifest_path = directory / _MANIFEST
+        if not manifest_path.exists():
+            raise FileNotFoundError(
+                f"{directory} holds no index (no {_MANIFEST}); build one first with IndexStore.create, "
+                "or check the path"
+            )
+        stored = cls._load_manifest(manifest_path)
+        return cls(directory, {k: v for k, v in stored.items() if k != _STATUS}, writable=False)
+
+    @staticmethod
+    def _load_manifest(path: Path) -> dict[str, Any]:
+        stored = _read_json(path)
+        if not isinstance(stored, dict) or stored.get(_STATUS) not in (_IN_PROGRESS, _COMPLETE):
+            raise IndexCorruptedError(
+                f"{path} is not an index manifest (expected a JSON object with 'status' 'in-progress' or "
+                "'complete'). It was left untouched: delete the index directory to build it again."
+            )
+        return stored
+
+    # ---------------------------------------------------------------------------------------------------- state
+
+    @property
+    def path(self) -> Path:
+        """The index directory."""
+        return self._path
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """What produced the index (without its status); a copy."""
+        return json.loads(json.dumps(self._manifest))
+
+    @property
+    def complete(self) -> bool:
+        """Whether the index is complete; read from disk each time, so a reader sees a writer finish."""
+        return bool(self._load_manifest(self._path / _MANIFEST)[_STATUS] == _COMPLETE)
+
+    def _require_writable(self) -> None:
+        if not self._writable:
+            raise IndexReadOnlyError(
+                f"the index at {self._path} was opened for reading (IndexStore.open); "
+                "use IndexStore.create with the same manifest to write to it"
+            )
+
+    # ---------------------------------------------------------------------------------------------------- checkpoints
+
+    def _latest_name(self) -> str | None:
+        pointer = self._path / _CHECKPOINTS / _LATEST
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        if not name.startswith("ckpt-") or "/" in name:
+            raise IndexCorruptedError(
+                f"{pointer} should name a checkpoint directory such as 'ckpt-100', but holds {name[:80]!r}. "
+                "Delete the file to start over from no checkpoint."
+            )
+        return name
+
+    def write_checkpoint(self, step: int, arrays: Mapping[str, np.ndarray], progress: Mapping[str, Any]) -> None:
+        """Save a checkpoint atomically: either it or the previous one is readable after a crash at any moment.
+
+        Parameters
+        ----------
+        step
+            A number that grows with each checkpoint (e.g. samples done); names the directory ``ckpt-<step>``.
+        arrays
+            The state to save, by key (``/``-separated).
+        progress
+            JSON-serialisable bookkeeping (e.g. samples done, random state).
+        """
+        self._require_writable()
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise ValueError(f"step must be an int >= 0, got {step!r}")
+        latest = self._latest_name()
+        if latest is not None and int(latest.removeprefix("ckpt-")) >= step:
+            raise ValueError(
+                f"checkpoint steps must grow: the last checkpoint is {latest}, the new one would be step {step}; "
+                "pass a larger step (e.g. the number of samples done)"
+            )
+        progress_text = _to_json(dict(progress), "progress")
+        checkpoints = self._path / _CHECKPOINTS
+        name = f"ckpt-{int(step)}"
+        tmp = checkpoints / f".{name}.tmp-{uuid.uuid4().hex}"
+        try:
+            tmp.mkdir()
+            _write_arrays(tmp / _CHECKPOINT_ARRAYS, arrays)
+            (tmp / _PROGRESS).write_text(progress_text, encoding="utf-8")
+            _fsync_tree(tmp)
+            if (checkpoints / name).exists():  # left by a crash before LATEST named it: never readable, safe to drop
+                shutil.rmtree(checkpoints / name)
+            os.replace(tmp, checkpoints / name)
+            _fsync_path(checkpoints)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        _write_file_atomic(checkpoints / _LATEST, name)
+        for entry in checkpoints.iterdir():
+            if entry.name not in (name, _LATEST) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def read_checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """The arrays and progress of the last complete checkpoint, or ``None`` if there is none."""
+        for _ in range(10):
+            name = self._latest_name()
+            if name is None:
+                return None
+            directory = self._path / _CHECKPOINTS / name
+            try:
+                progress = _read_json(directory / _PROGRESS)
+                arrays = _read_arrays(directory / _CHECKPOINT_ARRAYS)
+            except (FileNotFoundError, IndexCorruptedError):
+                if self._latest_name() != name:  # a writer replaced the checkpoint while we read it: read the new one
+                    continue
+                raise
+            return arrays, progress
+        raise IndexCorruptedError(
+            f"the checkpoint in {self._path / _CHECKPOINTS} changed under every one of 10 attempts to read it; "
+            "try again, or wait for the writer to finish"
+        )
+
+    # ---------------------------------------------------------------------------------------------------- results
+
+    def write_results(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write final arrays, each atomically; an existing array of the same key is replaced.
+
+        Parameters
+        ----------
+        arrays
+            By key such as ``"features.28/relmax_sum/ids"``.
+        """
+        self._require_writable()
+        for key, value in arrays.items():
+            path = _key_path(key)
+            staged = self._path / _STAGING / uuid.uuid4().hex
+            try:
+                _write_arrays(staged, {"array": value})
+                _fsync_tree(staged)
+                target = self._ensure_parents(path)
+                if target.exists():
+                    trash = self._path / _STAGING / f"old-{uuid.uuid4().hex}"
+                    os.replace(target, trash)
+                    shutil.rmtree(trash)
+                os.replace(staged / "array", target)
+                _fsync_path(target.parent)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+
+    def _ensure_parents(self, path: str) -> Path:
+        """Create the zarr groups above ``path`` in ``index.zarr``; return the array's directory."""
+        store = LocalStore(self._path / _ARRAYS)
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            zarr.open_group(store=store, path="/".join(parts[:depth]), mode="a")
+        return self._path / _ARRAYS / path
+
+    def mark_complete(self) -> None:
+        """Mark the index complete (atomically)."""
+        self._require_writable()
+        _write_file_atomic(self._path / _MANIFEST, _to_json({**self._manifest, _STATUS: _COMPLETE}, "manifest"))
+
+    def open_rows(self, key: str, shape: tuple[int, ...], dtype: np.typing.DTypeLike = np.float16) -> zarr.Array:
+        """A large ``(samples, concepts)`` array in the index, filled in row blocks: ``rows[start:stop] = block``.
+
+        Chunked by rows. If the array exists with the same shape and dtype (resuming), it is opened as it is.
+
+        Raises
+        ------
+        ValueError
+            The array exists with another shape or dtype.
+        """
+        self._require_writable()
+        shape = tuple(int(n) for n in shape)
+        if not shape:
+            raise ValueError("open_rows needs a shape with at least one dimension, e.g. (samples, concepts)")
+        dtype = np.dtype(dtype)
+        path = _key_path(key)
+        target = self._ensure_parents(path)
+        store = LocalStore(self._path / _ARRAYS)
+        if target.exists():
+            array = zarr.open_array(store=store, path=path, mode="r+")
+            if tuple(array.shape) != tuple(shape) or np.dtype(array.dtype) != dtype:
+                raise ValueError(
+                    f"the index already holds {key!r} with shape {tuple(array.shape)} and dtype {array.dtype}, "
+                    f"expected {tuple(shape)} and {dtype}; use another key or another index directory"
+                )
+            return array
+        row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+        rows = max(1, min(int(shape[0]), _ROW_CHUNK_BYTES // row_bytes))
+        return zarr.create_array(store=store, name=path, shape=shape, dtype=dtype, chunks=(rows, *shape[1:]))
+
+    def rows(self, key: str) -> zarr.Array:
+        """The array ``key`` opened lazily (read-only): index it to read just those rows."""
+        target = self._path / _ARRAYS / _key_path(key)
+        if not (target / "zarr.json").exists():
+            raise self._missing(key)
+        return zarr.open_array(store=LocalStore(self._path / _ARRAYS, read_only=True), path=_key_path(key), mode="r")
+
+    # ---------------------------------------------------------------------------------------------------- reading
+
+    def keys(self) -> list[str]:
+        """The keys of the final arrays, sorted."""
+        return _array_keys(self._path / _ARRAYS)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def read(self, key: str) -> np.ndarray:
+        """The final array ``key``, read into memory."""
+        target = self._path / _ARRAYS / _key_path(key)
+        if not (target / "zarr.json").exists():
+            raise self._missing(key)
+        return _read_array(target)
+
+    def _missing(self, key: str) -> IndexKeyError:
+        known = self.keys()
+        shown = ", ".join(repr(k) for k in known[:20]) + (", ..." if len(known) > 20 else "")
+        return IndexKeyError(
+            f"the index at {self._path} holds no array {key!r}; it holds {shown or 'no arrays yet'}"
+            + ("" if self.complete else " (the index is still in progress)")
+        )
+
+    def __repr__(self) -> str:
+        mode = "writable" if self._writable else "read-only"
+        return f"IndexStore({str(self._path)!r}, {mode})"
