@@ -7,7 +7,9 @@ Given the samples a dataset index found for a concept (a channel of ``layer``), 
   unit (channel and position) draws its relevance from;
 * :func:`render_references` -- the cropped samples as pictures, with the irrelevant part faded towards a flat
   background (zennit-crp's ``vis_opaque_img``), and :func:`reference_grid` to tile them;
-* :func:`make_reference` -- all of it at once, as a frozen :class:`Reference`.
+* :func:`make_reference` -- all of it at once, as a frozen :class:`Reference`;
+* :func:`concept_references` -- the same for a concept's top samples in a :class:`~glocal.index.ConceptIndex`,
+  loaded from the dataset and optionally cached on disk (:class:`~glocal.storage.ReferenceCache`).
 
 Two ways of starting the relevance (``mode``):
 
@@ -25,10 +27,11 @@ Boxes are ``(top, left, bottom, right)`` in input pixels with exclusive ``bottom
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -39,13 +42,22 @@ from .concepts import NeuronConcept
 from .conditions import Condition, PerSample
 from .engine import Attributor
 from .errors import InputError
+from .index.fingerprint import composite_fingerprint, model_fingerprint
+from .index.scan import label_list, split_sample
+from .index.statistics import MODES as INDEX_MODES
+from .storage import ReferenceCache
+
+if TYPE_CHECKING:
+    from .index.build import ConceptIndex
 
 __all__ = [
     "Box",
     "Mode",
     "Reference",
+    "concept_references",
     "crop_images",
     "make_reference",
+    "min_max_image",
     "receptive_field_boxes",
     "reference_grid",
     "reference_heatmaps",
@@ -77,6 +89,10 @@ class Reference:
         ``(n, C, size, size)``: the cropped images, resized keeping their aspect ratio and padded, *without* fading.
     images
         The rendered references (cropped, resized, irrelevant part faded), one RGB image per sample.
+    heatmaps
+        ``(n, H, W)`` the concept's heatmaps on the (uncropped) samples; ``None`` when loaded from a cache.
+    targets
+        The output unit that started each sample's relevance (RelMax); ``None`` for ActMax.
     """
 
     layer: str
@@ -87,6 +103,8 @@ class Reference:
     boxes: tuple[Box, ...]
     tensors: torch.Tensor
     images: tuple[Image.Image, ...]
+    heatmaps: torch.Tensor | None = None
+    targets: tuple[int, ...] | None = None
 
     def grid(self, columns: int = 4, title: str | None = None) -> Image.Image:
         """The rendered references tiled into one image (see :func:`reference_grid`)."""
@@ -464,4 +482,258 @@ def make_reference(
         boxes=tuple(boxes),
         tensors=crop_images(images, boxes, size=size, crop=crop),
         images=tuple(pictures),
+        heatmaps=heatmaps,
+        targets=None if targets is None or mode != "relevance" else tuple(int(t) for t in targets),
     )
+
+
+# -- from a concept index -------------------------------------------------------------------------------------------
+
+ImageFunction = Callable[[torch.Tensor], torch.Tensor]
+_RENDER_THRESHOLD = 0.2  # render_references' default, which make_reference uses
+_CACHE_FORMAT = "glocal.references/1"
+
+
+def min_max_image(inputs: torch.Tensor) -> torch.Tensor:
+    """Model inputs ``(n, C, H, W)`` as images in [0, 1]: each sample min-max normalised over all its values.
+
+    A constant sample becomes mid-grey. Use it as ``to_image`` when the inputs' normalisation is unknown; with a
+    known one (mean and std), undoing it shows the true colours.
+    """
+    flat = inputs.detach().float().flatten(1)
+    low, high = flat.min(1).values, flat.max(1).values
+    span = torch.where(high > low, high - low, torch.ones_like(high))
+    scaled = (flat - low[:, None]) / span[:, None]
+    scaled = torch.where((high > low)[:, None], scaled, torch.full_like(scaled, 0.5))
+    return scaled.reshape(inputs.shape)
+
+
+def _qualname(function: Callable[..., Any]) -> str:
+    module = getattr(function, "__module__", None) or type(function).__module__
+    name = getattr(function, "__qualname__", None) or type(function).__qualname__
+    return f"{module}.{name}"
+
+
+def _display(inputs: torch.Tensor, to_image: ImageFunction) -> torch.Tensor:
+    """``to_image(inputs)`` checked, on the CPU, clipped to [0, 1]; greyscale made RGB."""
+    images = to_image(inputs.detach()).detach().cpu().float()
+    if images.dim() != 4 or images.shape[0] != inputs.shape[0] or images.shape[1] not in (1, 3):
+        raise InputError(
+            f"to_image must map model inputs {tuple(inputs.shape)} to images (n, 1 or 3, H, W), "
+            f"got {tuple(images.shape)}"
+        )
+    if images.shape[2:] != inputs.shape[2:]:
+        raise InputError(
+            f"to_image must keep the inputs' height and width {tuple(inputs.shape[2:])} (the heatmaps and boxes are "
+            f"in input pixels), got {tuple(images.shape[2:])}"
+        )
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    return images.clamp(0, 1).contiguous()
+
+
+def _class_samples(
+    index: ConceptIndex, layer: str, concept: int, label: int, n: int
+) -> tuple[list[int], list[float], list[int]]:
+    """The class top-k of ``concept`` for class ``label``, with the positions the scan stored."""
+    stats = index.statistics(layer)
+    if not 0 <= label < stats.classes:
+        raise InputError(f"label must be a class of the index, 0 to {stats.classes - 1}, got {label}")
+    ids, scores = index.class_samples(layer, concept, label, n)
+    assert stats.class_top is not None
+    row = label * stats.concepts + concept
+    keep = stats.class_top.ids[row] >= 0
+    positions = stats.class_top.positions[row][keep][: len(ids)].tolist()
+    return ids, scores, positions
+
+
+def _load(dataset: Any, ids: Sequence[int]) -> tuple[torch.Tensor, list[Any]]:
+    if isinstance(dataset, torch.utils.data.DataLoader):
+        dataset = dataset.dataset
+    inputs, labels = [], []
+    for i in ids:
+        x, y = split_sample(dataset[i])
+        inputs.append(torch.as_tensor(x))
+        labels.append(y)
+    return torch.stack(inputs), labels
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _targets(
+    index: ConceptIndex, attributor: Attributor, samples: torch.Tensor, labels: list[Any], label: int | None
+) -> list[int]:
+    """Each sample's output unit that the index started its relevance from."""
+    if label is not None:
+        return [label] * samples.shape[0]
+    if index.manifest.get("targets") == "label":
+        if any(y is None for y in labels):
+            raise InputError("the index started relevance from labels, but the dataset items carry none")
+        targets = [label_list(y) for y in labels]
+        if any(len(t) != 1 for t in targets):
+            raise InputError(
+                "the index started each multi-label sample's relevance from all its labels together; references "
+                "start from one target per sample: pass label=<class> for a class's references"
+            )
+        return [t[0] for t in targets]
+    with torch.no_grad():
+        prediction = attributor.model(samples).detach()
+    scores = prediction.flatten(2).sum(-1) if prediction.dim() > 2 else prediction
+    return [int(i) for i in scores.argmax(1).tolist()]
+
+
+def concept_references(
+    index: ConceptIndex,
+    dataset: Any,
+    attributor: Attributor,
+    layer: str,
+    concept: int,
+    *,
+    mode: str = "relmax_sum",
+    n: int = 8,
+    label: int | None = None,
+    size: int = 112,
+    crop: bool = True,
+    cache: ReferenceCache | None = None,
+    to_image: ImageFunction | None = None,
+    opacity: float = 0.2,
+    box_threshold: float = 0.01,
+    box_padding: int = 2,
+) -> Reference:
+    """The references of ``concept`` of ``layer``: its top samples in ``index``, attributed, cropped and rendered.
+
+    RelMax modes (``relmax_*``) start each sample's relevance from its target, as the index did (its label, or the
+    model's prediction when the index was built with ``targets="prediction"``; with ``label`` given, that class);
+    ActMax modes (``actmax_*``) from the concept's activation. Each crop is the receptive field of the concept's most
+    relevant (or most active) unit on that sample, at the position the index stored.
+
+    Parameters
+    ----------
+    index
+        The concept index (built from ``attributor``'s model and composite, and ``dataset``).
+    dataset
+        The indexed dataset: ``input`` or ``(input, label)`` items (or a DataLoader over it).
+    attributor
+        The engine that computes the heatmaps and boxes.
+    layer, concept
+        The concept: a channel of ``layer``.
+    mode
+        The index's ranking, one of ``glocal.index.MODES``.
+    n
+        How many samples, best first (fewer when the index holds fewer).
+    label
+        Only samples of this class (the index's class statistics, ranked by ``relmax_sum``, the only mode they keep).
+    size, crop, opacity, box_threshold, box_padding
+        As in :func:`make_reference`.
+    cache
+        Where rendered references are kept: a hit is loaded from disk without running the model.
+    to_image
+        Maps model inputs ``(n, C, H, W)`` to images for display ``(n, 1 or 3, H, W)`` in [0, 1] (e.g. undoing the
+        normalisation); default :func:`min_max_image`. Its qualified name is part of the cache key, so give distinct
+        functions distinct names.
+
+    Returns
+    -------
+    Reference
+        ``mode`` is ``"relevance"`` (RelMax) or ``"activation"`` (ActMax); from a cache hit, ``heatmaps`` is ``None``.
+    """
+    if mode not in INDEX_MODES:
+        raise ValueError(f"mode must be one of {INDEX_MODES}, got {mode!r}")
+    if n < 1:
+        raise ValueError(f"n must be a positive number of samples, got {n}")
+    if label is not None and mode != "relmax_sum":
+        raise ValueError(
+            f"the index keeps class statistics for mode 'relmax_sum' only; got mode={mode!r} with label={label}"
+        )
+    reference_mode: Mode = "activation" if mode.startswith("actmax") else "relevance"
+    concept = int(concept)
+    if label is None:
+        ids, scores, positions = index.samples(layer, concept, mode, n)
+    else:
+        ids, scores, positions = _class_samples(index, layer, concept, int(label), n)
+    if not ids:
+        where = "" if label is None else f" of class {label}"
+        raise InputError(f"the index holds no samples{where} for concept {concept} of layer {layer!r} ({mode})")
+    to_image = to_image or min_max_image
+    inputs, labels = _load(dataset, ids)
+    images = _display(inputs, to_image)
+
+    key = None
+    if cache is not None:
+        model = attributor.model
+        settings = {
+            "format": _CACHE_FORMAT,
+            "index": index.manifest,
+            "model": model_fingerprint(model),
+            "composite": None if attributor.composite is None else composite_fingerprint(attributor.composite, model),
+            "concept_type": _qualname(type(attributor.concept(layer))),
+            "layer": layer,
+            "concept": concept,
+            "mode": mode,
+            "n": n,
+            "label": label,
+            "sample_ids": ids,
+            "positions": positions,
+            "size": size,
+            "crop": crop,
+            "box_threshold": box_threshold,
+            "box_padding": box_padding,
+            "opacity": opacity,
+            "render_threshold": _RENDER_THRESHOLD,
+            "to_image": _qualname(to_image),
+        }
+        key = cache.key(settings)
+        found = cache.entry(key)
+        if found is not None and len(found[0]) == len(ids):
+            pictures, meta = found
+            boxes = [(int(t), int(le), int(b), int(r)) for t, le, b, r in meta["boxes"]]
+            targets = meta.get("targets")
+            return Reference(
+                layer=layer,
+                channel=concept,
+                mode=reference_mode,
+                sample_ids=tuple(ids),
+                scores=tuple(float(s) for s in scores),
+                boxes=tuple(boxes),
+                tensors=crop_images(images, boxes, size=size, crop=crop),
+                images=tuple(picture.convert("RGB") for picture in pictures),
+                targets=None if targets is None else tuple(int(t) for t in targets),
+            )
+
+    samples = inputs.to(_device(attributor.model))
+    targets = _targets(index, attributor, samples, labels, label) if reference_mode == "relevance" else None
+    reference = make_reference(
+        attributor,
+        images,
+        samples,
+        layer,
+        concept,
+        sample_ids=ids,
+        scores=scores,
+        positions=positions,
+        targets=targets,
+        mode=reference_mode,
+        size=size,
+        opacity=opacity,
+        crop=crop,
+        box_threshold=box_threshold,
+        box_padding=box_padding,
+    )
+    if reference.heatmaps is not None:
+        reference = dataclasses.replace(reference, heatmaps=reference.heatmaps.detach().cpu())
+    if cache is not None and key is not None:
+        meta = {
+            "layer": layer,
+            "concept": concept,
+            "mode": mode,
+            "label": label,
+            "sample_ids": list(reference.sample_ids),
+            "scores": list(reference.scores),
+            "boxes": [list(box) for box in reference.boxes],
+            "targets": None if reference.targets is None else list(reference.targets),
+        }
+        cache.put(key, list(reference.images), meta)
+    return reference
