@@ -1,5 +1,6 @@
 """glocal: Concept Relevance Propagation for PyTorch -- what a model has learned, and where it uses it."""
 
+from ._version import __version__
 from .concepts import ChannelConcept, Concept, NeuronConcept, RegionConcept, relevance_shares
 from .conditions import Condition, PerSample
 from .engine import Attributor, Run
@@ -14,11 +15,11 @@ from .errors import (
     TargetError,
 )
 from .explain import ConceptExplainer, ConceptExplanation
+from .index import ConceptIndex, build_index
 from .layers import get_layer_names
+from .references import Reference, concept_references
 from .results import Attribution
 from .selectors import CoveringShare, Ids, Selector, TopK
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Attribution",
@@ -28,6 +29,7 @@ __all__ = [
     "ConceptError",
     "ConceptExplainer",
     "ConceptExplanation",
+    "ConceptIndex",
     "Condition",
     "ConditionError",
     "CoveringShare",
@@ -39,12 +41,15 @@ __all__ = [
     "LayerError",
     "NeuronConcept",
     "PerSample",
+    "Reference",
     "RegionConcept",
     "Run",
     "Selector",
     "TargetError",
     "TopK",
     "__version__",
+    "build_index",
+    "concept_references",
     "get_layer_names",
     "relevance_shares",
 ]

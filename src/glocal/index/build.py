@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import zennit.core
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InputError
 from ..storage import IndexMismatchError, IndexStore
 from .fingerprint import composite_fingerprint, dataset_fingerprint, differences, model_fingerprint

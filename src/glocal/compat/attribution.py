@@ -55,13 +55,13 @@ import numpy as np
 import torch
 import zennit.core
 
-from .concepts import ChannelConcept as _GlocalChannelConcept
-from .concepts import Concept
-from .conditions import OUTPUT, Condition, Ids, PerSample
-from .engine import Attributor, InitRelevance
-from .errors import ConceptError, ConditionError, InputError, LayerError
-from .layers import get_layer_names
-from .results import Attribution
+from ..concepts import ChannelConcept as _GlocalChannelConcept
+from ..concepts import Concept
+from ..conditions import OUTPUT, Condition, Ids, PerSample
+from ..engine import Attributor, InitRelevance
+from ..errors import ConceptError, ConditionError, InputError, LayerError
+from ..layers import get_layer_names
+from ..results import Attribution
 
 __all__ = ["AttributionResults", "ChannelConcept", "CondAttribution", "attrResult", "get_layer_names"]
 

@@ -1,0 +1,41 @@
+"""zennit-crp's API on glocal's engine: migrate by changing the imports.
+
+======================================================  ======================================================
+zennit-crp                                              glocal
+======================================================  ======================================================
+``from crp.attribution import CondAttribution``         ``from glocal.compat import CondAttribution``
+``from crp.concepts import ChannelConcept``             ``from glocal.compat import ChannelConcept``
+``from crp.helper import get_layer_names``              ``from glocal.compat import get_layer_names``
+``from crp.visualization import FeatureVisualization``  ``from glocal.compat import FeatureVisualization``
+``from crp.image import vis_img_heatmap``               ``from glocal.compat import vis_img_heatmap``
+======================================================  ======================================================
+
+:func:`import_zennit_crp` turns the output folder of zennit-crp's ``FeatureVisualization.run`` into a glocal index.
+See :mod:`glocal.compat.attribution` and :mod:`glocal.compat.feature_visualization` for the deliberate differences.
+"""
+
+from .attribution import (
+    AttributionResults,
+    ChannelConcept,
+    CondAttribution,
+    MaskFunction,
+    MaskMap,
+    _Translator,
+    attrResult,
+    get_layer_names,
+)
+from .feature_visualization import FeatureVisualization, import_zennit_crp, vis_img_heatmap
+
+__all__ = [
+    "AttributionResults",
+    "ChannelConcept",
+    "CondAttribution",
+    "FeatureVisualization",
+    "MaskFunction",
+    "MaskMap",
+    "attrResult",
+    "get_layer_names",
+    "import_zennit_crp",
+    "vis_img_heatmap",
+]
+_ = _Translator  # re-exported for the parity tests (private)
