@@ -539,12 +539,8 @@ def _class_samples(
     stats = index.statistics(layer)
     if not 0 <= label < stats.classes:
         raise InputError(f"label must be a class of the index, 0 to {stats.classes - 1}, got {label}")
-    ids, scores = index.class_samples(layer, concept, label, n)
-    assert stats.class_top is not None
-    row = label * stats.concepts + concept
-    keep = stats.class_top.ids[row] >= 0
-    positions = stats.class_top.positions[row][keep][: len(ids)].tolist()
-    return ids, scores, positions
+    ids, scores, positions = stats.class_entries(label, concept)
+    return ids[:n].tolist(), scores[:n].tolist(), positions[:n].tolist()
 
 
 def _load(dataset: Any, ids: Sequence[int]) -> tuple[torch.Tensor, list[Any]]:

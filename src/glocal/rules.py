@@ -74,7 +74,7 @@ class RelevanceStep:
     """
 
     def __init__(self, output: torch.Tensor) -> None:
-        self.output = output.detach()
+        self.output: torch.Tensor | None = output.detach()
 
     def propagate(self, relevance: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -186,7 +186,11 @@ class _RelevanceFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, input: torch.Tensor, step: RelevanceStep) -> torch.Tensor:
         ctx.step = step
-        return step.output
+        # hand the output over and forget it: a step that kept its own output would close a reference cycle
+        # (node -> ctx -> step -> output -> node) through C++ autograd objects that the garbage collector cannot see
+        output, step.output = step.output, None
+        assert output is not None, "a relevance step is applied once"
+        return output
 
     @staticmethod
     def backward(ctx: Any, relevance: torch.Tensor) -> tuple[torch.Tensor, None]:

@@ -19,8 +19,8 @@ def test_statistics_equal_brute_force_and_merge_exactly():
     labels = torch.randint(0, classes, (n,), generator=generator)
     ids = torch.arange(100, 100 + n)
 
-    whole = LayerStatistics(concepts, classes, k)
-    halves = [LayerStatistics(concepts, classes, k), LayerStatistics(concepts, classes, k)]
+    whole = LayerStatistics(concepts, classes, k, class_k=k)
+    halves = [LayerStatistics(concepts, classes, k, class_k=k), LayerStatistics(concepts, classes, k, class_k=k)]
     for start in range(0, n, 8):
         batch = slice(start, start + 8)
         args = (ids[batch], relevance[batch], activation[batch], [[int(y)] for y in labels[batch]])
@@ -51,11 +51,10 @@ def test_statistics_equal_brute_force_and_merge_exactly():
             members = (labels == label).nonzero().flatten()
             torch.testing.assert_close(stats.class_relevance[label], expected["relmax_sum"][members].sum(0))
             assert stats.class_count[label] == len(members)
-            block = stats.class_top.ids[label * concepts : (label + 1) * concepts] - 100
             scores = expected["relmax_sum"][members].float()
             for c in range(concepts):
                 ranked = sorted(range(len(members)), key=lambda i: (-float(scores[i, c]), int(members[i])))[:k]
-                assert block[c, : len(ranked)].tolist() == [int(members[i]) for i in ranked]
+                assert (stats.class_entries(label, c)[0] - 100).tolist() == [int(members[i]) for i in ranked]
     # the flat arrays round-trip
     again = LayerStatistics.from_arrays(whole.arrays())
     for name, value in whole.arrays().items():

@@ -235,6 +235,7 @@ class FeatureVisualization:
             list(self.layer_map),
             directory,
             k=self.k,
+            class_k=self.k,
             targets=self.targets,
             batch_size=batch_size,
             checkpoint_every=checkpoint,
@@ -270,13 +271,10 @@ class FeatureVisualization:
                 else f"mode must be 'relevance' or 'activation', got {mode!r}"
             )
         stats = self.index.statistics(layer)
-        assert stats.class_top is not None
         if not 0 <= int(target) < stats.classes:
             raise InputError(f"target {target} is not a class of the index (0..{stats.classes - 1})")
-        row = int(target) * stats.concepts + int(concept)
-        ids, positions = stats.class_top.ids[row].numpy(), stats.class_top.positions[row].numpy()
-        keep = ids >= 0
-        return ids[keep] + self._offset, positions[keep]
+        ids, _, positions = stats.class_entries(int(target), int(concept))
+        return ids.numpy() + self._offset, positions.numpy()
 
     def _cached(
         self,
@@ -477,12 +475,11 @@ class FeatureVisualization:
         if mode != "relevance":
             self._stats_samples(concept_id, layer_name, 0, mode)  # raises
         stats = self.index.statistics(layer_name)
-        assert stats.class_top is not None and stats.class_count is not None
+        assert stats.class_count is not None
         classes = [c for c in range(stats.classes) if int(stats.class_count[c]) > 0]
         values = torch.zeros(len(classes))
         for i, label in enumerate(classes):
-            row = label * stats.concepts + int(concept_id)
-            kept = stats.class_top.scores[row][stats.class_top.ids[row] >= 0][:mean_N]
+            kept = stats.class_entries(label, int(concept_id))[1][:mean_N]
             values[i] = float(kept.double().mean()) if len(kept) else -math.inf
         order = torch.argsort(values, descending=True)[:top_N]
         sorted_values = values[order]

@@ -89,6 +89,7 @@ def build_index(
     directory: str | Path,
     *,
     k: int = 40,
+    class_k: int | None = None,
     targets: str = "auto",
     batch_size: int | None = None,
     num_workers: int = 0,
@@ -111,7 +112,9 @@ def build_index(
         Where the index lives. An existing index of the same model, composite, dataset and settings is resumed (or
         returned when complete); one of anything else is an error that names the difference.
     k
-        How many top samples to keep per concept (and per class and concept).
+        How many top samples to keep per concept.
+    class_k
+        How many per class and concept (default ``min(k, 10)``); only classes that occur take memory.
     targets
         Where relevance starts: ``"label"`` (each sample's label or labels; multi-label items have several),
         ``"prediction"`` (the predicted class), or ``"auto"``: labels when the dataset has them.
@@ -138,6 +141,7 @@ def build_index(
         "dataset": dataset_fingerprint(dataset),
         "layers": layers,
         "k": k,
+        "class_k": class_k if class_k is not None else min(k, 10),
         "targets": targets,
         "batch_size": batch_size,
         "store_matrix": store_matrix,
@@ -150,11 +154,14 @@ def build_index(
         return ConceptIndex.open(directory)
     share = IndexStore.create(directory / "ranks" / f"{rank}-of-{world}", {**manifest, "rank": rank, "world": world})
 
-    state = ScanState(layers, k)
+    class_k = class_k if class_k is not None else min(k, 10)
+    state = ScanState(layers, k, class_k=class_k)
     checkpoint = share.read_checkpoint()
     if checkpoint is not None:
         arrays, done = checkpoint
-        state = ScanState(layers, k, _unflatten(arrays, layers), int(done["batches_done"]), int(done["samples_done"]))
+        state = ScanState(
+            layers, k, _unflatten(arrays, layers), int(done["batches_done"]), int(done["samples_done"]), class_k
+        )
         logger.info("resuming %s after %d batches", directory, state.batches_done)
 
     matrices: dict[str, Any] = {}
@@ -180,6 +187,7 @@ def build_index(
         dataset,
         layers,
         k=k,
+        class_k=class_k,
         targets=targets,
         batch_size=batch_size,
         num_workers=num_workers,
@@ -234,12 +242,13 @@ class ConceptIndex:
     An index still being written shows its latest checkpoints.
     """
 
-    def __init__(self, store: IndexStore, arrays: dict[str, np.ndarray], complete: bool) -> None:
+    def __init__(self, store: IndexStore, arrays: dict[str, np.ndarray] | None, complete: bool) -> None:
         self.store = store
         self.manifest = store.manifest
         self.layers: list[str] = list(self.manifest["layers"])
         self.complete = complete
-        self._statistics = _unflatten(arrays, self.layers) if arrays else {}
+        self._arrays = arrays  # None: read each layer from the store when first asked for
+        self._statistics: dict[str, LayerStatistics] = {}
 
     @classmethod
     def open(
@@ -271,7 +280,7 @@ class ConceptIndex:
                 "Open it without these arguments to read it anyway, or build a new index."
             )
         if store.complete:
-            return cls(store, {key: store.read(key) for key in store if _MATRIX not in key}, True)
+            return cls(store, None, True)
         arrays: dict[str, np.ndarray] = {}
         merged: dict[str, LayerStatistics] | None = None
         ranks = Path(directory) / "ranks"
@@ -286,11 +295,19 @@ class ConceptIndex:
         return cls(store, arrays, False)
 
     def statistics(self, layer: str) -> LayerStatistics:
-        """All statistics of ``layer``."""
+        """All statistics of ``layer`` (read from disk on first use)."""
         if layer not in self.layers:
             raise KeyError(f"the index has no layer {layer!r}; it indexes {self.layers}")
         if layer not in self._statistics:
-            raise KeyError(f"the index has no data for {layer!r} yet (the scan has not reached a checkpoint)")
+            prefix = f"{layer}/"
+            if self._arrays is None:
+                arrays = {key[len(prefix) :]: self.store.read(key) for key in self.store if key.startswith(prefix)}
+            else:
+                arrays = {key[len(prefix) :]: value for key, value in self._arrays.items() if key.startswith(prefix)}
+            arrays = {key: value for key, value in arrays.items() if _MATRIX not in key}
+            if not arrays:
+                raise KeyError(f"the index has no data for {layer!r} yet (the scan has not reached a checkpoint)")
+            self._statistics[layer] = LayerStatistics.from_arrays(arrays)
         return self._statistics[layer]
 
     def top(self, layer: str, mode: str = "relmax_sum") -> TopK:
@@ -314,11 +331,7 @@ class ConceptIndex:
         self, layer: str, concept: int, label: int, n: int | None = None
     ) -> tuple[list[int], list[float]]:
         """The samples of class ``label`` that use ``concept`` most (RelMax, relevance summed over space)."""
-        stats = self.statistics(layer)
-        assert stats.class_top is not None
-        row = label * stats.concepts + concept
-        keep = stats.class_top.ids[row] >= 0
-        ids, scores = stats.class_top.ids[row][keep], stats.class_top.scores[row][keep]
+        ids, scores, _ = self.statistics(layer).class_entries(label, concept)
         n = len(ids) if n is None else n
         return ids[:n].tolist(), scores[:n].tolist()
 

@@ -111,6 +111,7 @@ class ScanState:
     statistics: dict[str, LayerStatistics] | None = None
     batches_done: int = 0
     samples_done: int = 0
+    class_k: int | None = None
 
 
 def scan_batch(
@@ -148,7 +149,9 @@ def scan_batch(
     if state.statistics is None:
         classes = prediction.shape[1] if prediction.dim() > 1 else 1
         state.statistics = {
-            name: LayerStatistics(ChannelConcept().count(result.activations[name].shape[1:]), classes, state.k)
+            name: LayerStatistics(
+                ChannelConcept().count(result.activations[name].shape[1:]), classes, state.k, class_k=state.class_k
+            )
             for name in state.layers
         }
     for name in state.layers:
@@ -173,6 +176,7 @@ def run_scan(
     layers: Sequence[str],
     *,
     k: int = 40,
+    class_k: int | None = None,
     targets: str = "label",
     batch_size: int = 32,
     num_workers: int = 0,
@@ -185,7 +189,7 @@ def run_scan(
 ) -> ScanState:
     """Scan this process's share of ``dataset``, continuing ``state`` if given; ``on_batch`` runs after each batch."""
     attributor = Attributor(model, composite)
-    state = state or ScanState(list(layers), k)
+    state = state or ScanState(list(layers), k, class_k=class_k)
     batches = batches_for(len(dataset), batch_size, rank, world)[state.batches_done :]
     bar = _progress(len(batches), progress)
     started = time.perf_counter()

@@ -58,7 +58,8 @@ class LayerStatistics:
     top
         Mode name to the dataset-wide :class:`~glocal.index.topk.TopK` of that score.
     class_top
-        RelMax (``relmax_sum``) top-k per class: rows ``class * concepts + concept``.
+        Class to the RelMax (``relmax_sum``) top-``class_k`` of each concept within that class; only classes that
+        occurred are kept (an ImageNet-sized label set does not cost memory for absent classes).
     class_relevance
         ``(classes, concepts)`` float64 sum of ``relmax_sum`` over the samples of each class.
     class_count
@@ -68,20 +69,30 @@ class LayerStatistics:
     concepts: int
     classes: int
     k: int
+    class_k: int | None = None
     top: dict[str, TopK] = field(default_factory=dict)
-    class_top: TopK | None = None
+    class_top: dict[int, TopK] = field(default_factory=dict)
     class_relevance: torch.Tensor | None = None
     class_count: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
+        if self.class_k is None:
+            self.class_k = min(self.k, 10)
         if not self.top:
             self.top = {mode: TopK.empty(self.concepts, self.k) for mode in MODES}
-        if self.class_top is None:
-            self.class_top = TopK.empty(self.concepts * self.classes, self.k)
         if self.class_relevance is None:
             self.class_relevance = torch.zeros(self.classes, self.concepts, dtype=torch.float64)
         if self.class_count is None:
             self.class_count = torch.zeros(self.classes, dtype=torch.int64)
+
+    def class_entries(self, label: int, concept: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample ids, scores and positions of the samples of class ``label`` that use ``concept`` most."""
+        top = self.class_top.get(int(label))
+        if top is None:
+            empty = torch.zeros(0)
+            return empty.long(), empty, empty.long()
+        keep = top.ids[concept] >= 0
+        return top.ids[concept][keep], top.scores[concept][keep], top.positions[concept][keep]
 
     def update(
         self,
@@ -108,7 +119,7 @@ class LayerStatistics:
         scores = concept_scores(relevance, activation)
         for mode, (score, position) in scores.items():
             self.top[mode].update(score, ids, position)
-        assert self.class_top is not None and self.class_relevance is not None and self.class_count is not None
+        assert self.class_relevance is not None and self.class_count is not None and self.class_k is not None
         for label_slot in range(max((len(c) for c in classes), default=0)):
             rows = [n for n, c in enumerate(classes) if len(c) > label_slot]
             labels = torch.tensor([classes[n][label_slot] for n in rows], dtype=torch.int64)
@@ -122,34 +133,45 @@ class LayerStatistics:
             chosen_ids = ids[rows]
             for label in labels.unique().tolist():
                 mine = labels == label
-                self.class_top.update(score[mine], chosen_ids[mine], position[mine], first_row=label * self.concepts)
+                top = self.class_top.setdefault(int(label), TopK.empty(self.concepts, self.class_k))
+                top.update(score[mine], chosen_ids[mine], position[mine])
 
     def merge(self, other: LayerStatistics) -> LayerStatistics:
         """Statistics of both shards together (top-k exact; sums in float64)."""
-        assert other.class_top is not None and self.class_top is not None
         assert other.class_relevance is not None and self.class_relevance is not None
         assert other.class_count is not None and self.class_count is not None
+        class_top = dict(self.class_top)
+        for label, top in other.class_top.items():
+            class_top[label] = class_top[label].merge(top) if label in class_top else top
         return LayerStatistics(
             concepts=self.concepts,
             classes=self.classes,
             k=self.k,
+            class_k=self.class_k,
             top={mode: self.top[mode].merge(other.top[mode]) for mode in MODES},
-            class_top=self.class_top.merge(other.class_top),
+            class_top=class_top,
             class_relevance=self.class_relevance + other.class_relevance,
             class_count=self.class_count + other.class_count,
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Flat name to array, for storage and checkpoints."""
+        """Flat name to array, for storage and checkpoints.
+
+        Class top-k arrays stack the classes that occurred (``classes/labels``), ``concepts`` rows per class.
+        """
         out: dict[str, np.ndarray] = {}
         for mode, top in self.top.items():
             out[f"{mode}/scores"] = top.scores.numpy()
             out[f"{mode}/ids"] = top.ids.numpy()
             out[f"{mode}/positions"] = top.positions.numpy()
-        assert self.class_top is not None and self.class_relevance is not None and self.class_count is not None
-        out["classes/scores"] = self.class_top.scores.numpy()
-        out["classes/ids"] = self.class_top.ids.numpy()
-        out["classes/positions"] = self.class_top.positions.numpy()
+        assert self.class_relevance is not None and self.class_count is not None and self.class_k is not None
+        labels = sorted(self.class_top)
+        empty = TopK.empty(0, self.class_k)
+        tops = [self.class_top[label] for label in labels] or [empty]
+        out["classes/labels"] = np.array(labels, dtype=np.int64)
+        out["classes/scores"] = torch.cat([t.scores for t in tops]).numpy()
+        out["classes/ids"] = torch.cat([t.ids for t in tops]).numpy()
+        out["classes/positions"] = torch.cat([t.positions for t in tops]).numpy()
         out["classes/relevance_sum"] = self.class_relevance.numpy()
         out["classes/count"] = self.class_count.numpy()
         return out
@@ -166,17 +188,25 @@ class LayerStatistics:
         }
         class_relevance = torch.from_numpy(np.array(arrays["classes/relevance_sum"]))
         classes, concepts = class_relevance.shape
-        k = top[MODES[0]].k
+        scores = torch.from_numpy(np.array(arrays["classes/scores"]))
+        ids = torch.from_numpy(np.array(arrays["classes/ids"]))
+        positions = torch.from_numpy(np.array(arrays["classes/positions"]))
+        labels = (
+            np.array(arrays["classes/labels"]).tolist()
+            if "classes/labels" in arrays
+            else list(range(ids.shape[0] // max(concepts, 1)))
+        )
+        class_top = {}
+        for i, label in enumerate(labels):
+            block = slice(i * concepts, (i + 1) * concepts)
+            class_top[int(label)] = TopK(scores[block], ids[block], positions[block])
         return cls(
             concepts=concepts,
             classes=classes,
-            k=k,
+            k=top[MODES[0]].k,
+            class_k=int(ids.shape[1]),
             top=top,
-            class_top=TopK(
-                torch.from_numpy(np.array(arrays["classes/scores"])),
-                torch.from_numpy(np.array(arrays["classes/ids"])),
-                torch.from_numpy(np.array(arrays["classes/positions"])),
-            ),
+            class_top=class_top,
             class_relevance=class_relevance,
             class_count=torch.from_numpy(np.array(arrays["classes/count"])),
         )
