@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import uuid
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ _CHECKPOINTS = "checkpoints"
 _LATEST = "LATEST"
 _STAGING = "staging"
 _PROGRESS = "progress.json"
-_CHECKPOINT_ARRAYS = "arrays.zarr"
+_CHECKPOINT_ARRAYS = "state.npz"  # one file: checkpoints are frequent, zarr's per-array cost is not needed
 _STATUS = "status"
 _IN_PROGRESS = "in-progress"
 _COMPLETE = "complete"
@@ -216,6 +217,18 @@ def _read_array(path: Path) -> np.ndarray:
         ) from error
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise IndexCorruptedError(
+            f"the checkpoint file {path} cannot be read ({error}); delete the checkpoint"
+        ) from error
+
+
 def _array_keys(root: Path) -> list[str]:
     """The keys of all arrays below the zarr group at ``root``, sorted."""
     if not (root / "zarr.json").exists():
@@ -231,10 +244,6 @@ def _array_keys(root: Path) -> list[str]:
     return sorted(
         "/".join(_unescape(part) for part in path.split("/")) for path, node in members if isinstance(node, zarr.Array)
     )
-
-
-def _read_arrays(root: Path) -> dict[str, np.ndarray]:
-    return {key: _read_array(root / _key_path(key)) for key in _array_keys(root)}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -411,7 +420,9 @@ class IndexStore:
         tmp = checkpoints / f".{name}.tmp-{uuid.uuid4().hex}"
         try:
             tmp.mkdir()
-            _write_arrays(tmp / _CHECKPOINT_ARRAYS, arrays)
+            with open(tmp / _CHECKPOINT_ARRAYS, "wb") as handle:
+                state: dict[str, Any] = {key: np.asarray(value) for key, value in arrays.items()}
+                np.savez(handle, **state)
             (tmp / _PROGRESS).write_text(progress_text, encoding="utf-8")
             _fsync_tree(tmp)
             if (checkpoints / name).exists():  # left by a crash before LATEST named it: never readable, safe to drop
@@ -435,7 +446,7 @@ class IndexStore:
             directory = self._path / _CHECKPOINTS / name
             try:
                 progress = _read_json(directory / _PROGRESS)
-                arrays = _read_arrays(directory / _CHECKPOINT_ARRAYS)
+                arrays = _read_npz(directory / _CHECKPOINT_ARRAYS)
             except (FileNotFoundError, IndexCorruptedError):
                 if self._latest_name() != name:  # a writer replaced the checkpoint while we read it: read the new one
                     continue

@@ -55,7 +55,7 @@ import zennit.core
 
 from .. import __version__
 from ..errors import ConceptError, InputError
-from ..index import MODES, ConceptIndex, build_index
+from ..index import MODES, ConceptIndex, LayerStatistics, build_index
 from ..index.scan import label_list, split_sample
 from ..storage import IndexStore
 from .attribution import ChannelConcept, CondAttribution
@@ -603,7 +603,13 @@ def import_zennit_crp(
         "classes": None if stats_dir is None else stats_dir.name,
         **(manifest_extra or {}),
     }
+    compact: dict[str, np.ndarray] = {}
+    for layer in layers:  # glocal's own layout, through the same conversion the scan uses
+        prefix = f"{layer}/"
+        layer_arrays = {key[len(prefix) :]: value for key, value in arrays.items() if key.startswith(prefix)}
+        for key, value in LayerStatistics.from_arrays(layer_arrays).arrays().items():
+            compact[prefix + key] = value
     store = IndexStore.create(directory, manifest)
-    store.write_results(arrays)
+    store.write_results(compact)
     store.mark_complete()
     return ConceptIndex.open(directory)

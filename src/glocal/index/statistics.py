@@ -155,42 +155,45 @@ class LayerStatistics:
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Flat name to array, for storage and checkpoints.
+        """Flat name to array, for storage and checkpoints (a few arrays per layer: each costs a file).
 
-        Class top-k arrays stack the classes that occurred (``classes/labels``), ``concepts`` rows per class.
+        ``top/{scores,ids,positions}`` are ``(modes, concepts, k)`` in the order of :data:`MODES`; the class top-k
+        arrays stack the classes that occurred (``classes/labels``), ``concepts`` rows per class.
         """
-        out: dict[str, np.ndarray] = {}
-        for mode, top in self.top.items():
-            out[f"{mode}/scores"] = top.scores.numpy()
-            out[f"{mode}/ids"] = top.ids.numpy()
-            out[f"{mode}/positions"] = top.positions.numpy()
         assert self.class_relevance is not None and self.class_count is not None and self.class_k is not None
         labels = sorted(self.class_top)
-        empty = TopK.empty(0, self.class_k)
-        tops = [self.class_top[label] for label in labels] or [empty]
-        out["classes/labels"] = np.array(labels, dtype=np.int64)
-        out["classes/scores"] = torch.cat([t.scores for t in tops]).numpy()
-        out["classes/ids"] = torch.cat([t.ids for t in tops]).numpy()
-        out["classes/positions"] = torch.cat([t.positions for t in tops]).numpy()
-        out["classes/relevance_sum"] = self.class_relevance.numpy()
-        out["classes/count"] = self.class_count.numpy()
-        return out
+        tops = [self.class_top[label] for label in labels] or [TopK.empty(0, self.class_k)]
+        return {
+            "top/scores": torch.stack([self.top[m].scores for m in MODES]).numpy(),
+            "top/ids": torch.stack([self.top[m].ids for m in MODES]).numpy(),
+            "top/positions": torch.stack([self.top[m].positions for m in MODES]).numpy(),
+            "classes/labels": np.array(labels, dtype=np.int64),
+            "classes/scores": torch.cat([t.scores for t in tops]).numpy(),
+            "classes/ids": torch.cat([t.ids for t in tops]).numpy(),
+            "classes/positions": torch.cat([t.positions for t in tops]).numpy(),
+            "classes/relevance_sum": self.class_relevance.numpy(),
+            "classes/count": self.class_count.numpy(),
+        }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> LayerStatistics:
-        top = {
-            mode: TopK(
-                torch.from_numpy(np.array(arrays[f"{mode}/scores"])),
-                torch.from_numpy(np.array(arrays[f"{mode}/ids"])),
-                torch.from_numpy(np.array(arrays[f"{mode}/positions"])),
-            )
-            for mode in MODES
-        }
-        class_relevance = torch.from_numpy(np.array(arrays["classes/relevance_sum"]))
+        """Inverse of :meth:`arrays`; also reads one ``<mode>/{scores,ids,positions}`` triple per mode instead of
+        ``top/*``, and a dense class layout (``classes * concepts`` rows) without ``classes/labels``."""
+
+        def tensor(key: str) -> torch.Tensor:
+            return torch.from_numpy(np.array(arrays[key]))
+
+        if "top/ids" in arrays:
+            scores, ids, positions = tensor("top/scores"), tensor("top/ids"), tensor("top/positions")
+            top = {mode: TopK(scores[i], ids[i], positions[i]) for i, mode in enumerate(MODES)}
+        else:
+            top = {
+                mode: TopK(tensor(f"{mode}/scores"), tensor(f"{mode}/ids"), tensor(f"{mode}/positions"))
+                for mode in MODES
+            }
+        class_relevance = tensor("classes/relevance_sum")
         classes, concepts = class_relevance.shape
-        scores = torch.from_numpy(np.array(arrays["classes/scores"]))
-        ids = torch.from_numpy(np.array(arrays["classes/ids"]))
-        positions = torch.from_numpy(np.array(arrays["classes/positions"]))
+        scores, ids, positions = tensor("classes/scores"), tensor("classes/ids"), tensor("classes/positions")
         labels = (
             np.array(arrays["classes/labels"]).tolist()
             if "classes/labels" in arrays
@@ -208,5 +211,5 @@ class LayerStatistics:
             top=top,
             class_top=class_top,
             class_relevance=class_relevance,
-            class_count=torch.from_numpy(np.array(arrays["classes/count"])),
+            class_count=tensor("classes/count"),
         )
