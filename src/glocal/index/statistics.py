@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .topk import TopK
+from .topk import TopK, _select
 
 __all__ = ["MODES", "LayerStatistics"]
 
@@ -47,6 +47,44 @@ def concept_scores(relevance: torch.Tensor, activation: torch.Tensor) -> dict[st
         "actmax_sum": (act_sum, act_argmax),
         "actmax_max": (act_max, act_argmax),
     }
+
+
+def _update_together(
+    tops: list[TopK],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    ids: torch.Tensor | list[torch.Tensor],
+) -> None:
+    """Update several top-k states of equal shape at once (one sort instead of one per state).
+
+    ``batches[i]`` is ``(scores (n_i, C), positions (n_i, C))`` for ``tops[i]``; ``ids`` the samples' ids, shared by
+    all states or one tensor per state. Shorter batches are padded with empty entries, which never displace a kept
+    sample, so the result equals updating each state on its own.
+    """
+    if not tops:
+        return
+    id_list = ids if isinstance(ids, list) else [ids] * len(tops)
+    width = max(b[0].shape[0] for b in batches)
+    if width == 0:
+        return
+    concepts = tops[0].scores.shape[0]
+    candidate_scores = torch.full((len(tops), concepts, width), -torch.inf)
+    candidate_ids = torch.full((len(tops), concepts, width), -1, dtype=torch.int64)
+    candidate_positions = torch.full((len(tops), concepts, width), -1, dtype=torch.int64)
+    for i, ((score, position), sample_ids) in enumerate(zip(batches, id_list, strict=True)):
+        n = score.shape[0]
+        candidate_scores[i, :, :n] = score.detach().float().cpu().T
+        candidate_ids[i, :, :n] = sample_ids.to(torch.int64).cpu().view(1, n)
+        candidate_positions[i, :, :n] = position.to(torch.int64).cpu().T
+    k = tops[0].k
+    merged = _select(
+        torch.cat([torch.cat([t.scores for t in tops]), candidate_scores.flatten(0, 1)], 1),
+        torch.cat([torch.cat([t.ids for t in tops]), candidate_ids.flatten(0, 1)], 1),
+        torch.cat([torch.cat([t.positions for t in tops]), candidate_positions.flatten(0, 1)], 1),
+        k,
+    )
+    for i, top in enumerate(tops):
+        block = slice(i * concepts, (i + 1) * concepts)
+        top.scores, top.ids, top.positions = (m[block].clone() for m in merged)
 
 
 @dataclass
@@ -117,8 +155,7 @@ class LayerStatistics:
             when ``relevance`` already is the relevance of the sample's one class.
         """
         scores = concept_scores(relevance, activation)
-        for mode, (score, position) in scores.items():
-            self.top[mode].update(score, ids, position)
+        _update_together([self.top[mode] for mode in MODES], [scores[mode] for mode in MODES], ids)
         assert self.class_relevance is not None and self.class_count is not None and self.class_k is not None
         for label_slot in range(max((len(c) for c in classes), default=0)):
             rows = [n for n, c in enumerate(classes) if len(c) > label_slot]
@@ -131,10 +168,10 @@ class LayerStatistics:
             self.class_relevance.index_add_(0, labels, score)
             self.class_count.index_add_(0, labels, torch.ones_like(labels))
             chosen_ids = ids[rows]
-            for label in labels.unique().tolist():
-                mine = labels == label
-                top = self.class_top.setdefault(int(label), TopK.empty(self.concepts, self.class_k))
-                top.update(score[mine], chosen_ids[mine], position[mine])
+            present = labels.unique().tolist()
+            tops = [self.class_top.setdefault(int(label), TopK.empty(self.concepts, self.class_k)) for label in present]
+            masks = [labels == label for label in present]
+            _update_together(tops, [(score[m], position[m]) for m in masks], [chosen_ids[m] for m in masks])
 
     def merge(self, other: LayerStatistics) -> LayerStatistics:
         """Statistics of both shards together (top-k exact; sums in float64)."""

@@ -72,9 +72,10 @@ class TopK:
         if n == 0:
             return
         rows = slice(first_row, first_row + width)
+        scores = scores.detach().float().cpu()
         batch_ids = ids.to(torch.int64).cpu().view(1, n).expand(width, n)
         self.scores[rows], self.ids[rows], self.positions[rows] = _select(
-            torch.cat([self.scores[rows], scores.detach().float().T.cpu()], 1),
+            torch.cat([self.scores[rows], scores.T], 1),
             torch.cat([self.ids[rows], batch_ids], 1),
             torch.cat([self.positions[rows], positions.to(torch.int64).T.cpu()], 1),
             self.k,
