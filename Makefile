@@ -44,7 +44,8 @@ oldest-zennit: $(STAMP)
 	$(OLD_ZENNIT)/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_engine.py tests/unit/test_guards.py tests/unit/test_concepts.py
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_engine.py --threads 1
+	$(BIN)/python benchmarks/bench_index.py --threads 1 --repeats 3
 
 clean:
 	rm -rf $(VENV) $(OLD_ZENNIT) demo-output .pytest_cache .mypy_cache .ruff_cache

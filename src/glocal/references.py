@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .concepts import NeuronConcept
+from .concepts import ChannelConcept, NeuronConcept
 from .conditions import Condition, PerSample
 from .engine import Attributor
 from .errors import InputError
@@ -426,6 +426,53 @@ def reference_grid(
     return grid
 
 
+def _heatmaps_and_boxes(
+    attributor: Attributor,
+    samples: torch.Tensor,
+    layer: str,
+    channel: int,
+    positions: Sequence[int],
+    targets: Sequence[int] | None,
+    mode: Mode,
+    threshold: float,
+    padding: int,
+) -> tuple[torch.Tensor, list[Box]]:
+    """:func:`reference_heatmaps` and :func:`receptive_field_boxes` of a channel in one forward pass.
+
+    The channel is the set of all its units, so both conditions use :class:`~glocal.NeuronConcept` ids; they differ
+    only at ``layer``, so the engine also shares the backward pass above it.
+    """
+    _check_mode(mode)
+    n = samples.shape[0]
+    targets = _check_per_sample(targets, n, "targets", needed=mode == "relevance")
+    checked = _check_per_sample(positions, n, "positions", needed=True)
+    assert checked is not None
+    neurons = Attributor(
+        attributor.model, attributor.composite, concepts={layer: NeuronConcept()}, output_name=attributor.output_name
+    )
+    start_layer = layer if mode == "activation" else None
+    with neurons.session(samples, layers=[layer], start_layer=start_layer, sole_path=True) as run:
+        activation = run.probes[layer].below
+        assert activation is not None
+        shape = activation.shape[1:]
+        spatial = math.prod(shape[1:])
+        if not 0 <= int(channel) < shape[0]:
+            raise InputError(f"channel {channel} is out of range: layer {layer!r} has {shape[0]} channels")
+        for position in checked:
+            if not 0 <= position < spatial:
+                raise InputError(
+                    f"position {position} is outside layer {layer!r}'s spatial map of {spatial} units "
+                    f"(shape {tuple(shape[1:])}); give flat indices h * W + w"
+                )
+        whole = tuple(range(int(channel) * spatial, (int(channel) + 1) * spatial))
+        units = PerSample([[int(channel) * spatial + p] for p in checked])
+        conditions = [_condition(layer, ids, targets, mode)[0] for ids in (whole, units)]
+        result = run.attribute(conditions)
+    assert result.heatmap is not None
+    both = result.grid(result.heatmap)
+    return both[:, 0], [_box(heatmap, threshold, padding) for heatmap in both[:, 1]]
+
+
 def make_reference(
     attributor: Attributor,
     images: torch.Tensor,
@@ -456,22 +503,27 @@ def make_reference(
             f"images, sample_ids and scores must give one entry per sample ({n}); got {images.shape[0]}, "
             f"{len(sample_ids)} and {len(scores)}"
         )
-    heatmaps = reference_heatmaps(attributor, samples, layer, channel, targets, mode)
-    boxes = (
-        receptive_field_boxes(
-            attributor,
-            samples,
-            layer,
-            channel,
-            positions,
-            targets,
-            mode,
-            threshold=box_threshold,
-            padding=box_padding,
+    if crop and isinstance(attributor.concept(layer), ChannelConcept):
+        heatmaps, boxes = _heatmaps_and_boxes(
+            attributor, samples, layer, channel, positions, targets, mode, box_threshold, box_padding
         )
-        if crop
-        else [(0, 0, int(images.shape[2]), int(images.shape[3]))] * n
-    )
+    else:
+        heatmaps = reference_heatmaps(attributor, samples, layer, channel, targets, mode)
+        boxes = (
+            receptive_field_boxes(
+                attributor,
+                samples,
+                layer,
+                channel,
+                positions,
+                targets,
+                mode,
+                threshold=box_threshold,
+                padding=box_padding,
+            )
+            if crop
+            else [(0, 0, int(images.shape[2]), int(images.shape[3]))] * n
+        )
     pictures = render_references(images, heatmaps, boxes, size=size, opacity=opacity, crop=crop)
     return Reference(
         layer=layer,
