@@ -262,6 +262,38 @@ class Attributor:
         with Session(self.model, self.composite, probed) as session:
             yield Run(self, session, data, record, start_layer, init_rel, sole_path, heatmap, on_device)
 
+    @contextmanager
+    def attached(self, layers: Sequence[str]) -> Iterator[Callable[..., Run]]:
+        """Attach rules, canonizers and probes on ``layers`` once; yield ``start(data, **options) -> Run``.
+
+        For many batches in a row (e.g. a dataset scan): each ``start`` call runs one forward pass without
+        re-attaching anything. ``options`` are those of :meth:`session`; ``record`` and ``start_layer`` must be
+        among ``layers``. The model is restored when the block ends.
+        """
+        check_gradients_enabled()
+        with Session(self.model, self.composite, layers) as session:
+
+            def start(
+                data: torch.Tensor,
+                *,
+                record: Sequence[str] = (),
+                start_layer: str | None = None,
+                init_rel: InitRelevance = None,
+                sole_path: bool = True,
+                heatmap: bool = True,
+                on_device: str | torch.device | None = None,
+            ) -> Run:
+                check_gradients_enabled()
+                names = [record] if isinstance(record, str) else list(dict.fromkeys(record))
+                missing = [n for n in [*names, *([start_layer] if start_layer else [])] if n not in session.probes]
+                if missing:
+                    raise ConditionError(f"layers {missing} were not attached; pass them in attached(layers=...)")
+                return Run(
+                    self, session, check_input(data), names, start_layer, init_rel, sole_path, heatmap, on_device
+                )
+
+            yield start
+
 
 class Run:
     """One forward pass, and the backward passes of any number of condition lists (see :meth:`Attributor.session`)."""

@@ -126,26 +126,38 @@ def scan_batch(
     ``targets`` is ``"label"`` (relevance from each sample's label(s)) or ``"prediction"`` (from its predicted
     class). Multi-label samples get one more backward pass per extra label for the class statistics.
     """
-    with attributor.session(batch.inputs, record=state.layers, heatmap=False) as run:
-        prediction = run.output.detach()
-        if targets == "label":
-            if batch.labels is None:
-                raise InputError(
-                    "targets='label' but the dataset items carry no labels; use targets='prediction' or a dataset "
-                    "of (input, label) pairs"
-                )
-            labels = batch.labels
-        else:
-            scores = prediction.flatten(2).sum(-1) if prediction.dim() > 2 else prediction
-            labels = [[int(i)] for i in scores.argmax(1).tolist()]
-        result = run.attribute(Condition(targets=PerSample(labels)))
-        per_class: dict[str, torch.Tensor] | None = None
-        width = max(len(label) for label in labels)
-        if width > 1:
-            passes = run.attribute(
-                [Condition(targets=PerSample([label[m : m + 1] for label in labels])) for m in range(width)]
+    with attributor.attached(state.layers) as start:
+        _scan_run(start, state, batch, targets, matrix_writer)
+
+
+def _scan_run(
+    start: Callable[..., Any],
+    state: ScanState,
+    batch: Batch,
+    targets: str,
+    matrix_writer: Callable[[str, torch.Tensor, torch.Tensor], None] | None,
+) -> None:
+    """One batch on an already attached model (see :meth:`glocal.Attributor.attached`)."""
+    run = start(batch.inputs, record=state.layers, heatmap=False)
+    prediction = run.output.detach()
+    if targets == "label":
+        if batch.labels is None:
+            raise InputError(
+                "targets='label' but the dataset items carry no labels; use targets='prediction' or a dataset "
+                "of (input, label) pairs"
             )
-            per_class = {name: passes.grid(passes.relevances[name]) for name in state.layers}
+        labels = batch.labels
+    else:
+        scores = prediction.flatten(2).sum(-1) if prediction.dim() > 2 else prediction
+        labels = [[int(i)] for i in scores.argmax(1).tolist()]
+    result = run.attribute(Condition(targets=PerSample(labels)))
+    per_class: dict[str, torch.Tensor] | None = None
+    width = max(len(label) for label in labels)
+    if width > 1:
+        passes = run.attribute(
+            [Condition(targets=PerSample([label[m : m + 1] for label in labels])) for m in range(width)]
+        )
+        per_class = {name: passes.grid(passes.relevances[name]) for name in state.layers}
     if state.statistics is None:
         classes = prediction.shape[1] if prediction.dim() > 1 else 1
         state.statistics = {
@@ -192,14 +204,16 @@ def run_scan(
     state = state or ScanState(list(layers), k, class_k=class_k)
     batches = batches_for(len(dataset), batch_size, rank, world)[state.batches_done :]
     bar = _progress(len(batches), progress)
-    started = time.perf_counter()
-    for batch in iterate_batches(dataset, batches, num_workers):
-        scan_batch(attributor, state, batch, targets, matrix_writer)
-        if on_batch is not None:
-            on_batch(state)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(samples_per_s=f"{state.samples_done / max(time.perf_counter() - started, 1e-9):.1f}")
+    started, first = time.perf_counter(), state.samples_done
+    with attributor.attached(state.layers) as start:  # rules and canonizers attached once for the whole scan
+        for batch in iterate_batches(dataset, batches, num_workers):
+            _scan_run(start, state, batch, targets, matrix_writer)
+            if on_batch is not None:
+                on_batch(state)
+            if bar is not None:
+                bar.update(1)
+                rate = (state.samples_done - first) / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(samples_per_s=f"{rate:.1f}")
     if bar is not None:
         bar.close()
     return state
