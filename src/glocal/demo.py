@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run(args.out, photos=args.photos, layer=args.layer, concepts=args.concepts)
     except DemoError as error:
-        print(f"error: {error}", file=sys.stderr)
+        logger.error("%s", error)
         return 1
     probabilities = result.explanation.prediction.softmax(1)
     for sample, (name, path) in enumerate(zip(args.photos, result.paths, strict=True)):
@@ -196,9 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         logger.info(
-            "%s: top-1 %s (%.0f%%), wrote %s", name, result.class_names[top], 100 * probabilities[sample, top], path
+            "%s: top-1 %s (%.0f%%); concepts %s; wrote %s",
+            name,
+            result.class_names[top],
+            100 * probabilities[sample, top],
+            shares,
+            path,
         )
-        print(f"{path}  {name}: {result.class_names[top]} ({probabilities[sample, top]:.0%}); concepts {shares}")
     return 0
 
 
