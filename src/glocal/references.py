@@ -312,7 +312,7 @@ def _check_images(images: torch.Tensor, heatmaps: torch.Tensor | None, boxes: Se
 
 
 def crop_images(
-    images: torch.Tensor, boxes: Sequence[Box], *, size: int = 112, background: float = 1.0, crop: bool = True
+    images: torch.Tensor, boxes: Sequence[Box], *, size: int = 112, background: float = 0.0, crop: bool = True
 ) -> torch.Tensor:
     """Images ``(n, C, H, W)`` cropped to ``boxes``, resized keeping their aspect ratio and padded to a square.
 
@@ -335,7 +335,7 @@ def render_references(
     size: int = 112,
     opacity: float = 0.2,
     threshold: float = 0.2,
-    background: float = 1.0,
+    background: float = 0.0,
     crop: bool = True,
 ) -> list[Image.Image]:
     """Reference pictures: each image cropped to its box, the part where the concept is irrelevant faded out.
@@ -360,7 +360,8 @@ def render_references(
     threshold
         Fraction of the largest relevance in the crop below which a pixel is faded, in ``[0, 1)``.
     background
-        Grey level of the fade and padding: 1 is white, 0.5 grey.
+        Grey level of the fade and padding: 0 (default) darkens the irrelevant part as in zennit-crp and the CRP
+        paper, which keeps bright objects on dark backgrounds readable; 1 is white, 0.5 grey.
     crop
         Crop to the boxes; without it the whole image is shown (still faded).
 
@@ -543,7 +544,7 @@ def make_reference(
 
 ImageFunction = Callable[[torch.Tensor], torch.Tensor]
 _RENDER_THRESHOLD = 0.2  # render_references' default, which make_reference uses
-_CACHE_FORMAT = "glocal.references/1"
+_CACHE_FORMAT = "glocal.references/2"  # 2: dark fade by default
 
 
 def min_max_image(inputs: torch.Tensor) -> torch.Tensor:

@@ -150,7 +150,7 @@ def test_box_outside_the_map_is_an_error(data: torch.Tensor) -> None:
 
 def test_render_fades_the_irrelevant_part_and_keeps_the_size() -> None:
     torch.manual_seed(2)
-    images = torch.rand(2, 3, 8, 8) * 0.5  # darker than the white background
+    images = torch.rand(2, 3, 8, 8) * 0.5 + 0.5  # brighter than the dark background
     heatmaps = torch.zeros(2, 8, 8)
     heatmaps[:, :, :4] = 1.0  # only the left half is relevant
     full = [(0, 0, 8, 8)] * 2
@@ -158,7 +158,7 @@ def test_render_fades_the_irrelevant_part_and_keeps_the_size() -> None:
     for picture, image in zip(opaque, images, strict=True):
         assert picture.size == (8, 8) and picture.mode == "RGB"
         array = torch.from_numpy(np.asarray(picture, dtype=np.float32)) / 255
-        assert (array[:, 4:] == 1.0).all()  # irrelevant: flat white
+        assert (array[:, 4:] == 0.0).all()  # irrelevant: flat black
         torch.testing.assert_close(array[:, :4], image[:, :, :4].permute(1, 2, 0), atol=1 / 255, rtol=0)
     grey = render_references(images, heatmaps, full, size=8, opacity=0.2, background=0.5)
     array = torch.from_numpy(np.asarray(grey[0], dtype=np.float32)) / 255
@@ -171,8 +171,8 @@ def test_render_crops_resizes_and_pads() -> None:
     heatmaps = torch.ones(1, 20, 20)
     (picture,) = render_references(images, heatmaps, [(2, 5, 12, 10)], size=32, opacity=0.0)  # 10 x 5 crop
     assert picture.size == (32, 32)
-    assert picture.getpixel((0, 16)) == (255, 255, 255)  # padding left and right of the tall crop
-    assert picture.getpixel((16, 16)) != (255, 255, 255)
+    assert picture.getpixel((0, 16)) == (0, 0, 0)  # padding left and right of the tall crop
+    assert picture.getpixel((16, 16)) != (0, 0, 0)
     (uncropped,) = render_references(images, heatmaps, [(2, 5, 12, 10)], size=32, crop=False)
     assert uncropped.getpixel((0, 16)) != (255, 255, 255)
 
