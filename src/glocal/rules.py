@@ -63,6 +63,30 @@ def _modified_module(hook: BasicHook, param_modifier: Any, module: torch.nn.Modu
     )
 
 
+def _same_params(modified: torch.nn.Module, params: dict[str, torch.nn.Parameter]) -> bool:
+    """Whether the parameter modifier left every parameter of the module as it is (same memory, same shape)."""
+    for name, param in params.items():
+        now = getattr(modified, name, None)
+        if (
+            now is None
+            or now.data_ptr() != param.data_ptr()
+            or now.shape != param.shape
+            or now.stride() != param.stride()
+        ):
+            return False
+    return True
+
+
+def _nonzero(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` has any nonzero (or NaN) entry; for floats via min/max, several times faster than any()."""
+    if tensor.numel() == 0:
+        return False
+    if not tensor.is_floating_point():
+        return bool(tensor.any())
+    low, high = torch.aminmax(tensor)
+    return bool((low != 0) | (high != 0))
+
+
 def _as_list(value: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [value] if isinstance(value, torch.Tensor) else list(value)
 
@@ -107,24 +131,37 @@ class BasicRuleStep(RelevanceStep):
         self.hook = hook
         original = input.detach()
         may_skip = isinstance(hook, _PRODUCT_REDUCER_RULES) or hook.reducer is BasicHook._default_reducer
-        self.inputs: list[torch.Tensor] = []
-        self.outputs: list[torch.Tensor] = []
+        self.inputs: list[torch.Tensor] = []  # x_k, as the reducer sees them
+        self.outputs: list[torch.Tensor] = []  # z_k, with an autograd graph back to ...
+        self._grad_inputs: list[torch.Tensor] = []  # ... these tensors
         self.live: list[bool] = []
+        params = dict(module.named_parameters(recurse=False))
         for in_mod, param_mod, out_mod in zip(
             hook.input_modifiers, hook.param_modifiers, hook.output_modifiers, strict=True
         ):
             modified_input = in_mod(original)
+            same_input = modified_input is original
             if modified_input.data_ptr() == original.data_ptr():
                 modified_input = modified_input.clone()  # later in-place ops on the input must not reach it
-            live = not (may_skip and not bool(modified_input.any()))
+            live = not (may_skip and not _nonzero(modified_input))
             modified_input = modified_input.detach().requires_grad_(live)
+            grad_input = modified_input
             with _modified_module(hook, param_mod, module) as modified, torch.enable_grad():
-                if live or not isinstance(module, _AFFINE_MODULES):
+                if live and same_input and input.requires_grad and _same_params(modified, params):
+                    modified_output = out_mod(output)
+                    if modified_output is output:
+                        # an unmodified term (e.g. the epsilon rule) is the module's own forward: reuse its output
+                        # and its autograd graph instead of running the module again
+                        grad_input = input
+                    else:
+                        modified_output = out_mod(modified.forward(modified_input))
+                elif live or not isinstance(module, _AFFINE_MODULES):
                     modified_output = out_mod(modified.forward(modified_input))
                 else:  # an affine layer maps a zero input to its bias: no need to run it
                     modified_output = out_mod(_bias_output(modified, output))
             self.inputs.append(modified_input)
             self.outputs.append(modified_output)
+            self._grad_inputs.append(grad_input)
             self.live.append(live)
         detached = [out.detach() for out in self.outputs]
         if isinstance(hook, _ELEMENTWISE_RULES) or hook.gradient_mapper is BasicHook._default_gradient_mapper:
@@ -134,13 +171,20 @@ class BasicRuleStep(RelevanceStep):
                 self.multipliers = self.multipliers * len(detached)
         else:
             self.multipliers = None
+        if self.multipliers is None:  # the mapper runs at backward time: keep reused outputs safe from in-place ops
+            detached = [d.clone() if z is output else d for d, z in zip(detached, self.outputs, strict=True)]
         self._detached_outputs = detached
         zero = torch.zeros((), dtype=original.dtype, device=original.device)
         self._reducer_inputs = [x.detach() if live else zero for x, live in zip(self.inputs, self.live, strict=True)]
         self._zero = zero
         if self.multipliers is not None:
             # a term whose mapped relevance is zero everywhere has a zero gradient: exact to skip for any reducer
-            self.live = [live and bool(m.any()) for live, m in zip(self.live, self.multipliers, strict=True)]
+            nonzero: dict[int, bool] = {}  # a mapper often hands the same tensor to every term: check it once
+            for k, m in enumerate(self.multipliers):
+                if self.live[k]:
+                    if id(m) not in nonzero:
+                        nonzero[id(m)] = _nonzero(m)
+                    self.live[k] = nonzero[id(m)]
         self._live_terms = [k for k, is_live in enumerate(self.live) if is_live]
         # A product-form reducer with a single live term k is  c_k * x_k * g_k:  fold c_k * x_k into one tensor,
         # so that each concept costs one multiplication here instead of a call of the general reducer.
@@ -165,7 +209,7 @@ class BasicRuleStep(RelevanceStep):
         if live:
             computed = torch.autograd.grad(
                 [self.outputs[k] for k in live],
-                [self.inputs[k] for k in live],
+                [self._grad_inputs[k] for k in live],
                 grad_outputs=[grad_outputs[k] for k in live],
                 retain_graph=True,
                 create_graph=relevance.requires_grad,

@@ -468,28 +468,41 @@ class IndexStore:
             By key such as ``"features.28/relmax_sum/ids"``.
         """
         self._require_writable()
-        for key, value in arrays.items():
-            path = _key_path(key)
-            staged = self._path / _STAGING / uuid.uuid4().hex
-            try:
-                _write_arrays(staged, {"array": value})
-                _fsync_tree(staged)
-                target = self._ensure_parents(path)
+        if not arrays:
+            return
+        staged = self._path / _STAGING / uuid.uuid4().hex
+        try:
+            # all arrays are written and flushed to disk together, then each is moved into place atomically
+            _write_arrays(staged, {f"a{i}": value for i, value in enumerate(arrays.values())})
+            _fsync_tree(staged)
+            parents: set[str] = set()
+            for i, key in enumerate(arrays):
+                path = _key_path(key)
+                target = self._ensure_parents(path, parents)
                 if target.exists():
                     trash = self._path / _STAGING / f"old-{uuid.uuid4().hex}"
                     os.replace(target, trash)
                     shutil.rmtree(trash)
-                os.replace(staged / "array", target)
-                _fsync_path(target.parent)
-            finally:
-                shutil.rmtree(staged, ignore_errors=True)
+                os.replace(staged / f"a{i}", target)
+            for parent in {str((self._path / _ARRAYS / _key_path(key)).parent) for key in arrays}:
+                _fsync_path(Path(parent))
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
-    def _ensure_parents(self, path: str) -> Path:
-        """Create the zarr groups above ``path`` in ``index.zarr``; return the array's directory."""
+    def _ensure_parents(self, path: str, known: set[str] | None = None) -> Path:
+        """Create the zarr groups above ``path`` in ``index.zarr``; return the array's directory.
+
+        ``known`` collects the groups already created (or seen) by the caller, which are not opened again.
+        """
         store = LocalStore(self._path / _ARRAYS)
         parts = path.split("/")
         for depth in range(1, len(parts)):
-            zarr.open_group(store=store, path="/".join(parts[:depth]), mode="a")
+            group = "/".join(parts[:depth])
+            if known is not None and group in known:
+                continue
+            zarr.open_group(store=store, path=group, mode="a")
+            if known is not None:
+                known.add(group)
         return self._path / _ARRAYS / path
 
     def mark_complete(self) -> None:

@@ -21,7 +21,8 @@ def brute_force(scores: torch.Tensor, k: int) -> tuple[list[list[int]], list[lis
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_batches_and_merges_equal_brute_force(seed):
+@pytest.mark.parametrize("batch", [4, 11])
+def test_batches_and_merges_equal_brute_force(seed, batch):
     generator = torch.Generator().manual_seed(seed)
     n, concepts, k = 57, 6, 5
     # few distinct values so that ties are common
@@ -37,8 +38,8 @@ def test_batches_and_merges_equal_brute_force(seed):
     states = []
     for shard in shards:
         state = TopK.empty(concepts, k)
-        for start in range(0, len(shard), 4):
-            ids = torch.tensor(shard[start : start + 4])
+        for start in range(0, len(shard), batch):
+            ids = torch.tensor(shard[start : start + batch])
             state.update(scores[ids], ids, positions[ids])
         states.append(state)
     rng.shuffle(states)
@@ -76,3 +77,24 @@ def test_row_blocks_for_class_statistics():
             scores[chosen], chosen, torch.zeros(len(chosen), concepts, dtype=torch.long), first_row=c * concepts
         )
     assert state.ids[:, 0].tolist() == [0, 2, 0, 1, 1, 1]
+
+
+def test_offer_keeps_ties_at_the_kth_entry_and_ignores_empty_candidates():
+    """A candidate equal to the k-th score enters when its id is smaller; candidates below it never do."""
+    state = TopK.empty(2, 2)
+    rows = torch.tensor([0, 1])
+    state.offer(rows, torch.tensor([[3.0, 1.0], [2.0, 2.0]]), torch.tensor([[5, 9], [5, 9]]), torch.zeros(2, 2).long())
+    assert state.ids.tolist() == [[5, 9], [5, 9]]
+    # row 0: 1.0 ties the k-th (id 9) with a smaller id 4 -> enters; 0.5 is below -> dropped
+    # row 1: an empty candidate (id -1) with a high score is ignored; 2.0 with id 7 beats id 9 at the tie
+    state.offer(
+        rows,
+        torch.tensor([[1.0, 0.5], [9.0, 2.0]]),
+        torch.tensor([[4, 1], [-1, 7]]),
+        torch.tensor([[11, 12], [13, 14]]),
+    )
+    assert state.ids.tolist() == [[5, 4], [5, 7]]
+    assert state.positions.tolist() == [[0, 11], [0, 14]]
+    before = [t.clone() for t in (state.scores, state.ids, state.positions)]
+    state.offer(rows, torch.tensor([[0.1], [-5.0]]), torch.tensor([[0], [0]]), torch.zeros(2, 1).long())
+    assert all(torch.equal(a, b) for a, b in zip(before, (state.scores, state.ids, state.positions), strict=True))

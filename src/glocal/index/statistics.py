@@ -13,16 +13,16 @@ crop references to the concept's receptive field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
-from .topk import TopK, _select
+from .topk import TopK
 
 __all__ = ["MODES", "LayerStatistics"]
 
 MODES = ("relmax_sum", "relmax_max", "relmax_sum_norm", "relmax_max_norm", "actmax_sum", "actmax_max")
+_FIELDS = ("scores", "ids", "positions")
+_FLUSH_SAMPLES = 512  # pending candidates offered together
 
 
 def _spatial(tensor: torch.Tensor) -> torch.Tensor:
@@ -31,12 +31,13 @@ def _spatial(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def concept_scores(relevance: torch.Tensor, activation: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Scores ``(N, C)`` and positions ``(N, C)`` of every mode, for one batch of one layer."""
-    rel, act = _spatial(relevance.detach()).double(), _spatial(activation.detach()).double()
-    rel_sum = rel.sum(-1)
+    """Scores ``(N, C)`` (float64) and positions ``(N, C)`` of every mode, for one batch of one layer."""
+    rel, act = _spatial(relevance.detach()), _spatial(activation.detach())
+    rel_sum = rel.sum(-1, dtype=torch.float64)  # accumulated in float64 without a float64 copy of the maps
     rel_max, rel_argmax = rel.max(-1)
-    act_sum = act.sum(-1)
+    act_sum = act.sum(-1, dtype=torch.float64)
     act_max, act_argmax = act.max(-1)
+    rel_max, act_max = rel_max.double(), act_max.double()
     total = rel_sum.abs().sum(-1, keepdim=True)
     total = torch.where(total == 0, torch.ones_like(total), total)
     return {
@@ -49,47 +50,12 @@ def concept_scores(relevance: torch.Tensor, activation: torch.Tensor) -> dict[st
     }
 
 
-def _update_together(
-    tops: list[TopK],
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-    ids: torch.Tensor | list[torch.Tensor],
-) -> None:
-    """Update several top-k states of equal shape at once (one sort instead of one per state).
-
-    ``batches[i]`` is ``(scores (n_i, C), positions (n_i, C))`` for ``tops[i]``; ``ids`` the samples' ids, shared by
-    all states or one tensor per state. Shorter batches are padded with empty entries, which never displace a kept
-    sample, so the result equals updating each state on its own.
-    """
-    if not tops:
-        return
-    id_list = ids if isinstance(ids, list) else [ids] * len(tops)
-    width = max(b[0].shape[0] for b in batches)
-    if width == 0:
-        return
-    concepts = tops[0].scores.shape[0]
-    candidate_scores = torch.full((len(tops), concepts, width), -torch.inf)
-    candidate_ids = torch.full((len(tops), concepts, width), -1, dtype=torch.int64)
-    candidate_positions = torch.full((len(tops), concepts, width), -1, dtype=torch.int64)
-    for i, ((score, position), sample_ids) in enumerate(zip(batches, id_list, strict=True)):
-        n = score.shape[0]
-        candidate_scores[i, :, :n] = score.detach().float().cpu().T
-        candidate_ids[i, :, :n] = sample_ids.to(torch.int64).cpu().view(1, n)
-        candidate_positions[i, :, :n] = position.to(torch.int64).cpu().T
-    k = tops[0].k
-    merged = _select(
-        torch.cat([torch.cat([t.scores for t in tops]), candidate_scores.flatten(0, 1)], 1),
-        torch.cat([torch.cat([t.ids for t in tops]), candidate_ids.flatten(0, 1)], 1),
-        torch.cat([torch.cat([t.positions for t in tops]), candidate_positions.flatten(0, 1)], 1),
-        k,
-    )
-    for i, top in enumerate(tops):
-        block = slice(i * concepts, (i + 1) * concepts)
-        top.scores, top.ids, top.positions = (m[block].clone() for m in merged)
-
-
-@dataclass
 class LayerStatistics:
     """Running statistics of one layer's ``concepts`` concepts over ``classes`` classes.
+
+    The top-k of all modes live in one :class:`~glocal.index.topk.TopK` of ``len(MODES) * concepts`` rows, those of
+    all classes in one of ``len(labels) * concepts`` rows, so that a batch costs one comparison (and rarely one
+    sort) per layer instead of one per mode and class.
 
     Attributes
     ----------
@@ -104,33 +70,63 @@ class LayerStatistics:
         ``(classes,)`` number of samples that contributed to each class.
     """
 
-    concepts: int
-    classes: int
-    k: int
-    class_k: int | None = None
-    top: dict[str, TopK] = field(default_factory=dict)
-    class_top: dict[int, TopK] = field(default_factory=dict)
-    class_relevance: torch.Tensor | None = None
-    class_count: torch.Tensor | None = None
+    def __init__(
+        self,
+        concepts: int,
+        classes: int,
+        k: int,
+        class_k: int | None = None,
+        top: dict[str, TopK] | None = None,
+        class_top: dict[int, TopK] | None = None,
+        class_relevance: torch.Tensor | None = None,
+        class_count: torch.Tensor | None = None,
+    ) -> None:
+        self.concepts, self.classes, self.k = concepts, classes, k
+        self.class_k = min(k, 10) if class_k is None else class_k
+        if top is None:
+            self._top = TopK.empty(len(MODES) * concepts, k)
+        else:
+            self._top = TopK(*(torch.cat([getattr(top[m], name) for m in MODES]) for name in _FIELDS))
+        self._labels: list[int] = sorted(class_top) if class_top else []
+        self._block = {label: i for i, label in enumerate(self._labels)}
+        if class_top:
+            self._class_top = TopK(
+                *(torch.cat([getattr(class_top[label], name) for label in self._labels]) for name in _FIELDS)
+            )
+        else:
+            self._class_top = TopK.empty(0, self.class_k)
+        self.class_relevance = (
+            torch.zeros(classes, concepts, dtype=torch.float64) if class_relevance is None else class_relevance
+        )
+        self.class_count = torch.zeros(classes, dtype=torch.int64) if class_count is None else class_count
+        # candidates of recent batches, offered to the top-k together (each offer has a fixed cost)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._pending_classes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._pending_samples = 0
 
-    def __post_init__(self) -> None:
-        if self.class_k is None:
-            self.class_k = min(self.k, 10)
-        if not self.top:
-            self.top = {mode: TopK.empty(self.concepts, self.k) for mode in MODES}
-        if self.class_relevance is None:
-            self.class_relevance = torch.zeros(self.classes, self.concepts, dtype=torch.float64)
-        if self.class_count is None:
-            self.class_count = torch.zeros(self.classes, dtype=torch.int64)
+    @property
+    def top(self) -> dict[str, TopK]:
+        self._flush()
+        c = self.concepts
+        return {mode: self._top.rows(i * c, (i + 1) * c) for i, mode in enumerate(MODES)}
+
+    @property
+    def class_top(self) -> dict[int, TopK]:
+        self._flush()
+        c = self.concepts
+        return {label: self._class_top.rows(i * c, (i + 1) * c) for i, label in enumerate(self._labels)}
 
     def class_entries(self, label: int, concept: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample ids, scores and positions of the samples of class ``label`` that use ``concept`` most."""
-        top = self.class_top.get(int(label))
-        if top is None:
+        self._flush()
+        block = self._block.get(int(label))
+        if block is None:
             empty = torch.zeros(0)
             return empty.long(), empty, empty.long()
-        keep = top.ids[concept] >= 0
-        return top.ids[concept][keep], top.scores[concept][keep], top.positions[concept][keep]
+        row = block * self.concepts + concept
+        top = self._class_top
+        keep = top.ids[row] >= 0
+        return top.ids[row][keep], top.scores[row][keep], top.positions[row][keep]
 
     def update(
         self,
@@ -154,27 +150,89 @@ class LayerStatistics:
             ``(N, L, C, ...)`` relevance per class of each sample when a sample has several (multi-label); ``None``
             when ``relevance`` already is the relevance of the sample's one class.
         """
+        ids = ids.to(torch.int64).cpu()
+        n = ids.shape[0]
+        if n == 0:
+            return
         scores = concept_scores(relevance, activation)
-        _update_together([self.top[mode] for mode in MODES], [scores[mode] for mode in MODES], ids)
-        assert self.class_relevance is not None and self.class_count is not None and self.class_k is not None
+        self._pending.append(
+            (
+                ids,
+                torch.stack([scores[m][0] for m in MODES]).float().cpu(),  # (modes, N, C)
+                torch.stack([scores[m][1] for m in MODES]).cpu(),
+            )
+        )
         for label_slot in range(max((len(c) for c in classes), default=0)):
-            rows = [n for n, c in enumerate(classes) if len(c) > label_slot]
-            labels = torch.tensor([classes[n][label_slot] for n in rows], dtype=torch.int64)
+            members = [i for i, c in enumerate(classes) if len(c) > label_slot]
+            labels = torch.tensor([classes[i][label_slot] for i in members], dtype=torch.int64)
             if class_relevance is None:
-                score, position = scores["relmax_sum"][0][rows], scores["relmax_sum"][1][rows]
+                score, position = scores["relmax_sum"][0][members], scores["relmax_sum"][1][members]
             else:
-                slot_scores = concept_scores(class_relevance[rows, label_slot], activation[rows])
-                score, position = slot_scores["relmax_sum"]
+                score, position = concept_scores(class_relevance[members, label_slot], activation[members])[
+                    "relmax_sum"
+                ]
+            score = score.cpu()
             self.class_relevance.index_add_(0, labels, score)
             self.class_count.index_add_(0, labels, torch.ones_like(labels))
-            chosen_ids = ids[rows]
-            present = labels.unique().tolist()
-            tops = [self.class_top.setdefault(int(label), TopK.empty(self.concepts, self.class_k)) for label in present]
-            masks = [labels == label for label in present]
-            _update_together(tops, [(score[m], position[m]) for m in masks], [chosen_ids[m] for m in masks])
+            self._pending_classes.append((labels, ids[members], score.float(), position.cpu()))
+        self._pending_samples += n
+        if self._pending_samples >= _FLUSH_SAMPLES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Offer the pending candidates to the top-k states (the result does not depend on when this happens)."""
+        if self._pending:
+            ids = torch.cat([p[0] for p in self._pending])
+            scores = torch.cat([p[1] for p in self._pending], 1)
+            positions = torch.cat([p[2] for p in self._pending], 1)
+            rows = torch.arange(len(MODES) * self.concepts)
+            self._top.offer(
+                rows,
+                scores.transpose(1, 2).flatten(0, 1),  # (modes * C, N): the rows of the stacked state
+                ids.expand(rows.shape[0], ids.shape[0]),
+                positions.transpose(1, 2).flatten(0, 1),
+            )
+        if self._pending_classes:
+            self._offer_classes(*(torch.cat([p[i] for p in self._pending_classes]) for i in range(4)))
+        self._pending, self._pending_classes, self._pending_samples = [], [], 0
+
+    def _offer_classes(
+        self, labels: torch.Tensor, ids: torch.Tensor, score: torch.Tensor, position: torch.Tensor
+    ) -> None:
+        """Offer ``(n, C)`` scores of ``n`` samples with one label each to their classes' top-k, all at once."""
+        present, group, counts = labels.unique(return_inverse=True, return_counts=True)
+        new = [int(label) for label in present.tolist() if int(label) not in self._block]
+        if new:
+            for label in new:
+                self._block[label] = len(self._labels)
+                self._labels.append(label)
+            grown = TopK.empty(len(new) * self.concepts, self.class_k)
+            self._class_top = TopK(*(torch.cat([getattr(self._class_top, f), getattr(grown, f)]) for f in _FIELDS))
+        # place sample i in column slot[i] of its class's block: (classes present, C, widest class) candidates
+        order = group.argsort(stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.empty_like(group)
+        slot[order] = torch.arange(len(group)) - starts[group[order]]
+        width, c = int(counts.max()), self.concepts
+        candidate_scores = torch.full((len(present), width, c), -torch.inf, dtype=torch.float32)
+        candidate_ids = torch.full((len(present), width), -1, dtype=torch.int64)
+        candidate_positions = torch.full((len(present), width, c), -1, dtype=torch.int64)
+        candidate_scores[group, slot] = score
+        candidate_ids[group, slot] = ids
+        candidate_positions[group, slot] = position.to(torch.int64)
+        blocks = torch.tensor([self._block[int(label)] for label in present.tolist()], dtype=torch.int64)
+        rows = (blocks[:, None] * c + torch.arange(c)).flatten()
+        self._class_top.offer(
+            rows,
+            candidate_scores.transpose(1, 2).flatten(0, 1),
+            candidate_ids[:, None, :].expand(-1, c, -1).flatten(0, 1),
+            candidate_positions.transpose(1, 2).flatten(0, 1),
+        )
 
     def merge(self, other: LayerStatistics) -> LayerStatistics:
         """Statistics of both shards together (top-k exact; sums in float64)."""
+        self._flush()
+        other._flush()
         assert other.class_relevance is not None and self.class_relevance is not None
         assert other.class_count is not None and self.class_count is not None
         class_top = dict(self.class_top)
@@ -197,6 +255,7 @@ class LayerStatistics:
         ``top/{scores,ids,positions}`` are ``(modes, concepts, k)`` in the order of :data:`MODES`; the class top-k
         arrays stack the classes that occurred (``classes/labels``), ``concepts`` rows per class.
         """
+        self._flush()
         assert self.class_relevance is not None and self.class_count is not None and self.class_k is not None
         labels = sorted(self.class_top)
         tops = [self.class_top[label] for label in labels] or [TopK.empty(0, self.class_k)]

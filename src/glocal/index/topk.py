@@ -71,15 +71,38 @@ class TopK:
         n, width = scores.shape
         if n == 0:
             return
-        rows = slice(first_row, first_row + width)
-        scores = scores.detach().float().cpu()
-        batch_ids = ids.to(torch.int64).cpu().view(1, n).expand(width, n)
+        self.offer(
+            torch.arange(first_row, first_row + width),
+            scores.detach().cpu().T,
+            ids.to(torch.int64).cpu().view(1, n).expand(width, n),
+            positions.to(torch.int64).cpu().T,
+        )
+
+    def offer(self, rows: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor) -> None:
+        """Add candidates to some rows: ``scores``, ``ids``, ``positions`` are ``(len(rows), w)``; id ``-1`` is empty.
+
+        Candidates that rank below a row's k-th entry cannot enter it and are dropped before any sorting, so that
+        a scan's later batches, which rarely change the top-k, cost a comparison instead of a sort.
+        """
+        scores = torch.where(scores.isnan(), -torch.inf, scores.float())
+        passing = (scores >= self.scores[rows, -1:]) & (ids >= 0)
+        if not bool(passing.any()):
+            return
+        keep_rows, keep_columns = passing.any(1), passing.any(0)
+        rows, passing = rows[keep_rows], passing[keep_rows][:, keep_columns]
+        scores = torch.where(passing, scores[keep_rows][:, keep_columns], -torch.inf)
+        ids = torch.where(passing, ids[keep_rows][:, keep_columns], -1)
+        positions = positions[keep_rows][:, keep_columns]
         self.scores[rows], self.ids[rows], self.positions[rows] = _select(
-            torch.cat([self.scores[rows], scores.T], 1),
-            torch.cat([self.ids[rows], batch_ids], 1),
-            torch.cat([self.positions[rows], positions.to(torch.int64).T.cpu()], 1),
+            torch.cat([self.scores[rows], scores], 1),
+            torch.cat([self.ids[rows], ids], 1),
+            torch.cat([self.positions[rows], positions], 1),
             self.k,
         )
+
+    def rows(self, start: int, stop: int) -> TopK:
+        """Rows ``start:stop`` as their own state, sharing memory (:meth:`offer` on this state updates in place)."""
+        return TopK(self.scores[start:stop], self.ids[start:stop], self.positions[start:stop])
 
     def merge(self, other: TopK) -> TopK:
         """The top-k of both states together (exact: the same as one pass over both shards' data)."""
