@@ -14,11 +14,13 @@ as a picture.
   ``.get_max_reference(concepts, layer, "relevance", (0, refs), composite, rf=True, plot_fn=vis_opaque_img)``.
   It writes its arrays into a temporary directory, removed afterwards.
 * glocal: ``build_index(model, composite, dataset, layers, tmp, k=40, targets="label", batch_size, progress=False)``
-  into a fresh temporary directory, then for each concept ``ConceptIndex.samples(layer, c, "relmax_sum", refs)`` and
-  ``glocal.references.make_reference`` (conditional heatmaps, ``receptive_field_boxes`` crops, rendered pictures).
+  into a fresh temporary directory, then ``glocal.concept_references(index, dataset, attributor, layer, concepts,
+  mode="relmax_sum", n=refs, batch_size)`` (the index's top samples loaded from the dataset, conditional heatmaps,
+  receptive-field crops and rendered pictures; the samples of all 8 concepts share batches).
   Its heatmaps start at each sample's label and pass through the concept only (glocal's ``mode="relevance"``, a full
-  backward pass from the output); zennit-crp's start at the concept's activation in its layer (``start_layer``),
-  which glocal does with ``--ref-mode activation``.
+  backward pass from the output); zennit-crp's start at the concept's activation in its layer (``start_layer``).
+  ``--ref-mode activation`` makes glocal's ActMax references instead (``mode="actmax_sum"``: ranked by activation,
+  heatmaps from the activation).
 
 ``crp_s`` / ``glocal_s`` are end-to-end seconds (scan + references; the split is in ``*_scan_s`` / ``*_refs_s``),
 ``speedup = crp_s / glocal_s`` (target >= 3).
@@ -89,7 +91,7 @@ from bench_engine import (
     machine,
 )
 from glocal.index.build import build_index
-from glocal.references import make_reference
+from glocal.references import concept_references
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -194,25 +196,17 @@ def run_crp(problem: Problem, n: int, refs: int) -> dict[str, Any]:
 
 def glocal_references(problem: Problem, index: Any, refs: int, mode: str) -> list[Any]:
     attributor = glocal.Attributor(problem.model, problem.composite())
-    out = []
-    for concept in problem.concepts:
-        ids, scores, positions = index.samples(problem.ref_layer, concept, mode="relmax_sum", n=refs)
-        samples = problem.images[ids]
-        out.append(
-            make_reference(
-                attributor,
-                samples,
-                samples,
-                problem.ref_layer,
-                concept,
-                sample_ids=ids,
-                scores=scores,
-                positions=positions,
-                targets=problem.labels[ids].tolist(),
-                mode=mode,
-            )
-        )
-    return out
+    made = concept_references(
+        index,
+        problem.dataset(),
+        attributor,
+        problem.ref_layer,
+        problem.concepts,
+        mode="relmax_sum" if mode == "relevance" else "actmax_sum",
+        n=refs,
+        batch_size=problem.batch_size,
+    )
+    return list(made.values())
 
 
 def glocal_scan(problem: Problem, n: int, directory: Path) -> Any:
@@ -230,7 +224,7 @@ def glocal_scan(problem: Problem, n: int, directory: Path) -> Any:
 
 
 def run_glocal(problem: Problem, n: int, refs: int, mode: str = "relevance") -> dict[str, Any]:
-    """glocal end to end: build_index into a fresh directory, then make_reference for each concept."""
+    """glocal end to end: build_index into a fresh directory, then concept_references for all concepts."""
     with tempfile.TemporaryDirectory(prefix="bench-glocal-") as tmp:
         start = time.perf_counter()
         index = glocal_scan(problem, n, Path(tmp) / "index")
@@ -414,8 +408,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ref-mode",
         choices=("relevance", "activation"),
         default="relevance",
-        help="glocal's reference heatmaps: from the label through the concept (default) or from the concept's "
-        "activation at its layer (zennit-crp's way)",
+        help="glocal's references: RelMax, heatmaps from the label through the concept (default), or ActMax, "
+        "ranked by and started from the concept's activation",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="scan batch size for every side (default 32)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")

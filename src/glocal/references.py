@@ -31,7 +31,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import torch
@@ -54,9 +54,11 @@ __all__ = [
     "Box",
     "Mode",
     "Reference",
+    "ReferenceSamples",
     "concept_references",
     "crop_images",
     "make_reference",
+    "make_references",
     "min_max_image",
     "receptive_field_boxes",
     "reference_grid",
@@ -431,23 +433,25 @@ def _heatmaps_and_boxes(
     attributor: Attributor,
     samples: torch.Tensor,
     layer: str,
-    channel: int,
+    channels: Sequence[int],
     positions: Sequence[int],
     targets: Sequence[int] | None,
     mode: Mode,
     threshold: float,
     padding: int,
 ) -> tuple[torch.Tensor, list[Box]]:
-    """:func:`reference_heatmaps` and :func:`receptive_field_boxes` of a channel in one forward pass.
+    """:func:`reference_heatmaps` and :func:`receptive_field_boxes` in one forward pass, one channel per sample.
 
-    The channel is the set of all its units, so both conditions use :class:`~glocal.NeuronConcept` ids; they differ
-    only at ``layer``, so the engine also shares the backward pass above it.
+    A channel is the set of all its units, so both conditions use :class:`~glocal.NeuronConcept` ids; they differ
+    only at ``layer``, so the engine also shares the backward pass above it. Samples of different concepts share
+    the batch.
     """
     _check_mode(mode)
     n = samples.shape[0]
     targets = _check_per_sample(targets, n, "targets", needed=mode == "relevance")
     checked = _check_per_sample(positions, n, "positions", needed=True)
-    assert checked is not None
+    chosen = _check_per_sample(channels, n, "channels", needed=True)
+    assert checked is not None and chosen is not None
     neurons = Attributor(
         attributor.model, attributor.composite, concepts={layer: NeuronConcept()}, output_name=attributor.output_name
     )
@@ -457,21 +461,153 @@ def _heatmaps_and_boxes(
         assert activation is not None
         shape = activation.shape[1:]
         spatial = math.prod(shape[1:])
-        if not 0 <= int(channel) < shape[0]:
-            raise InputError(f"channel {channel} is out of range: layer {layer!r} has {shape[0]} channels")
+        for channel in chosen:
+            if not 0 <= channel < shape[0]:
+                raise InputError(f"channel {channel} is out of range: layer {layer!r} has {shape[0]} channels")
         for position in checked:
             if not 0 <= position < spatial:
                 raise InputError(
                     f"position {position} is outside layer {layer!r}'s spatial map of {spatial} units "
                     f"(shape {tuple(shape[1:])}); give flat indices h * W + w"
                 )
-        whole = tuple(range(int(channel) * spatial, (int(channel) + 1) * spatial))
-        units = PerSample([[int(channel) * spatial + p] for p in checked])
+        whole = PerSample([range(c * spatial, (c + 1) * spatial) for c in chosen])
+        units = PerSample([[c * spatial + p] for c, p in zip(chosen, checked, strict=True)])
         conditions = [_condition(layer, ids, targets, mode)[0] for ids in (whole, units)]
         result = run.attribute(conditions)
     assert result.heatmap is not None
     both = result.grid(result.heatmap)
     return both[:, 0], [_box(heatmap, threshold, padding) for heatmap in both[:, 1]]
+
+
+@dataclass(frozen=True)
+class ReferenceSamples:
+    """The reference samples of one concept, as :func:`make_references` takes them.
+
+    ``images`` are the samples for display (``(n, C, H, W)`` in [0, 1]), ``samples`` the same samples as the model
+    takes them; ``sample_ids``, ``scores``, ``positions`` and ``targets`` give one value per sample (see
+    :func:`make_reference`).
+    """
+
+    channel: int
+    images: torch.Tensor
+    samples: torch.Tensor
+    sample_ids: Sequence[int]
+    scores: Sequence[float]
+    positions: Sequence[int]
+    targets: Sequence[int] | None = None
+
+
+def make_references(
+    attributor: Attributor,
+    layer: str,
+    concepts: Sequence[ReferenceSamples],
+    *,
+    mode: Mode = "relevance",
+    size: int = 112,
+    opacity: float = 0.2,
+    crop: bool = True,
+    box_threshold: float = 0.01,
+    box_padding: int = 2,
+    batch_size: int = 32,
+) -> list[Reference]:
+    """:func:`make_reference` for several concepts of ``layer`` at once: their samples share batches.
+
+    With channel concepts and ``crop=True``, the samples of all concepts are attributed together in batches of
+    ``batch_size`` (one forward pass per batch, heatmaps and boxes from it), which for many concepts with few samples
+    each is much faster than one call per concept (large layers, such as a classifier's, run once per batch instead
+    of once per concept). The result equals one :func:`make_reference` call per concept.
+    """
+    _check_mode(mode)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of samples, got {batch_size}")
+    for item in concepts:
+        n = item.samples.shape[0]
+        if item.images.shape[0] != n or len(item.sample_ids) != n or len(item.scores) != n:
+            raise InputError(
+                f"images, sample_ids and scores must give one entry per sample ({n}) of concept {item.channel}; got "
+                f"{item.images.shape[0]}, {len(item.sample_ids)} and {len(item.scores)}"
+            )
+    if crop and isinstance(attributor.concept(layer), ChannelConcept) and concepts:
+        shapes = {tuple(item.samples.shape[1:]) for item in concepts}
+        if len(shapes) > 1:
+            raise InputError(f"the samples of all concepts must have one shape to share batches, got {sorted(shapes)}")
+        samples = torch.cat([item.samples for item in concepts])
+        channels = [int(item.channel) for item in concepts for _ in range(item.samples.shape[0])]
+        positions = [int(p) for item in concepts for p in item.positions]
+        targets: list[int] | None = None
+        if mode == "relevance":
+            targets = []
+            for item in concepts:
+                checked = _check_per_sample(item.targets, item.samples.shape[0], "targets", needed=True)
+                assert checked is not None
+                targets.extend(checked)
+        if len(positions) != samples.shape[0]:
+            raise InputError(
+                f"positions must give one value per sample: got {len(positions)} for {samples.shape[0]} samples"
+            )
+        parts = []
+        for start in range(0, samples.shape[0], batch_size):
+            chunk = slice(start, start + batch_size)
+            parts.append(
+                _heatmaps_and_boxes(
+                    attributor,
+                    samples[chunk],
+                    layer,
+                    channels[chunk],
+                    positions[chunk],
+                    None if targets is None else targets[chunk],
+                    mode,
+                    box_threshold,
+                    box_padding,
+                )
+            )
+        all_heatmaps = torch.cat([heatmaps for heatmaps, _ in parts]) if parts else torch.zeros(0)
+        all_boxes = [box for _, boxes in parts for box in boxes]
+        computed = []
+        start = 0
+        for item in concepts:
+            stop = start + item.samples.shape[0]
+            computed.append((all_heatmaps[start:stop], all_boxes[start:stop]))
+            start = stop
+    else:
+        computed = []
+        for item in concepts:
+            heatmaps = reference_heatmaps(attributor, item.samples, layer, item.channel, item.targets, mode)
+            n = item.samples.shape[0]
+            boxes = (
+                receptive_field_boxes(
+                    attributor,
+                    item.samples,
+                    layer,
+                    item.channel,
+                    item.positions,
+                    item.targets,
+                    mode,
+                    threshold=box_threshold,
+                    padding=box_padding,
+                )
+                if crop
+                else [(0, 0, int(item.images.shape[2]), int(item.images.shape[3]))] * n
+            )
+            computed.append((heatmaps, boxes))
+    references = []
+    for item, (heatmaps, boxes) in zip(concepts, computed, strict=True):
+        pictures = render_references(item.images, heatmaps, boxes, size=size, opacity=opacity, crop=crop)
+        references.append(
+            Reference(
+                layer=layer,
+                channel=int(item.channel),
+                mode=mode,
+                sample_ids=tuple(int(i) for i in item.sample_ids),
+                scores=tuple(float(s) for s in item.scores),
+                boxes=tuple(boxes),
+                tensors=crop_images(item.images, boxes, size=size, crop=crop),
+                images=tuple(pictures),
+                heatmaps=heatmaps,
+                targets=None if item.targets is None or mode != "relevance" else tuple(int(t) for t in item.targets),
+            )
+        )
+    return references
 
 
 def make_reference(
@@ -498,46 +634,20 @@ def make_reference(
     takes them; the other arguments are those of :func:`reference_heatmaps`, :func:`receptive_field_boxes` and
     :func:`render_references`.
     """
-    n = samples.shape[0]
-    if images.shape[0] != n or len(sample_ids) != n or len(scores) != n:
-        raise InputError(
-            f"images, sample_ids and scores must give one entry per sample ({n}); got {images.shape[0]}, "
-            f"{len(sample_ids)} and {len(scores)}"
-        )
-    if crop and isinstance(attributor.concept(layer), ChannelConcept):
-        heatmaps, boxes = _heatmaps_and_boxes(
-            attributor, samples, layer, channel, positions, targets, mode, box_threshold, box_padding
-        )
-    else:
-        heatmaps = reference_heatmaps(attributor, samples, layer, channel, targets, mode)
-        boxes = (
-            receptive_field_boxes(
-                attributor,
-                samples,
-                layer,
-                channel,
-                positions,
-                targets,
-                mode,
-                threshold=box_threshold,
-                padding=box_padding,
-            )
-            if crop
-            else [(0, 0, int(images.shape[2]), int(images.shape[3]))] * n
-        )
-    pictures = render_references(images, heatmaps, boxes, size=size, opacity=opacity, crop=crop)
-    return Reference(
-        layer=layer,
-        channel=int(channel),
+    item = ReferenceSamples(int(channel), images, samples, sample_ids, scores, positions, targets)
+    (reference,) = make_references(
+        attributor,
+        layer,
+        [item],
         mode=mode,
-        sample_ids=tuple(int(i) for i in sample_ids),
-        scores=tuple(float(s) for s in scores),
-        boxes=tuple(boxes),
-        tensors=crop_images(images, boxes, size=size, crop=crop),
-        images=tuple(pictures),
-        heatmaps=heatmaps,
-        targets=None if targets is None or mode != "relevance" else tuple(int(t) for t in targets),
+        size=size,
+        opacity=opacity,
+        crop=crop,
+        box_threshold=box_threshold,
+        box_padding=box_padding,
+        batch_size=max(int(samples.shape[0]), 1),
     )
+    return reference
 
 
 # -- from a concept index -------------------------------------------------------------------------------------------
@@ -634,12 +744,56 @@ def _targets(
     return [int(i) for i in scores.argmax(1).tolist()]
 
 
+@overload
 def concept_references(
     index: ConceptIndex,
     dataset: Any,
     attributor: Attributor,
     layer: str,
     concept: int,
+    *,
+    mode: str = ...,
+    n: int = ...,
+    label: int | None = ...,
+    size: int = ...,
+    crop: bool = ...,
+    cache: ReferenceCache | None = ...,
+    to_image: ImageFunction | None = ...,
+    opacity: float = ...,
+    box_threshold: float = ...,
+    box_padding: int = ...,
+    batch_size: int = ...,
+) -> Reference: ...
+
+
+@overload
+def concept_references(
+    index: ConceptIndex,
+    dataset: Any,
+    attributor: Attributor,
+    layer: str,
+    concept: Sequence[int],
+    *,
+    mode: str = ...,
+    n: int = ...,
+    label: int | None = ...,
+    size: int = ...,
+    crop: bool = ...,
+    cache: ReferenceCache | None = ...,
+    to_image: ImageFunction | None = ...,
+    opacity: float = ...,
+    box_threshold: float = ...,
+    box_padding: int = ...,
+    batch_size: int = ...,
+) -> dict[int, Reference]: ...
+
+
+def concept_references(
+    index: ConceptIndex,
+    dataset: Any,
+    attributor: Attributor,
+    layer: str,
+    concept: int | Sequence[int],
     *,
     mode: str = "relmax_sum",
     n: int = 8,
@@ -651,7 +805,8 @@ def concept_references(
     opacity: float = 0.2,
     box_threshold: float = 0.01,
     box_padding: int = 2,
-) -> Reference:
+    batch_size: int = 32,
+) -> Reference | dict[int, Reference]:
     """The references of ``concept`` of ``layer``: its top samples in ``index``, attributed, cropped and rendered.
 
     RelMax modes (``relmax_*``) start each sample's relevance from its target, as the index did (its label, or the
@@ -668,7 +823,8 @@ def concept_references(
     attributor
         The engine that computes the heatmaps and boxes.
     layer, concept
-        The concept: a channel of ``layer``.
+        The concept: a channel of ``layer``; or a sequence of channels, whose samples then share batches
+        (see :func:`make_references`).
     mode
         The index's ranking, one of ``glocal.index.MODES``.
     n
@@ -684,9 +840,12 @@ def concept_references(
         normalisation); default :func:`min_max_image`. Its qualified name is part of the cache key, so give distinct
         functions distinct names.
 
+    batch_size
+        Samples attributed together when several concepts are asked for.
+
     Returns
     -------
-    Reference
+    Reference, or dict of channel to Reference
         ``mode`` is ``"relevance"`` (RelMax) or ``"activation"`` (ActMax); from a cache hit, ``heatmaps`` is ``None``.
     """
     if mode not in INDEX_MODES:
@@ -697,92 +856,96 @@ def concept_references(
         raise ValueError(
             f"the index keeps class statistics for mode 'relmax_sum' only; got mode={mode!r} with label={label}"
         )
+    single = not isinstance(concept, Sequence)
+    concepts = [int(c) for c in concept] if isinstance(concept, Sequence) else [int(concept)]
     reference_mode: Mode = "activation" if mode.startswith("actmax") else "relevance"
-    concept = int(concept)
-    if label is None:
-        ids, scores, positions = index.samples(layer, concept, mode, n)
-    else:
-        ids, scores, positions = _class_samples(index, layer, concept, int(label), n)
-    if not ids:
-        where = "" if label is None else f" of class {label}"
-        raise InputError(f"the index holds no samples{where} for concept {concept} of layer {layer!r} ({mode})")
     to_image = to_image or min_max_image
-    inputs, labels = _load(dataset, ids)
-    images = _display(inputs, to_image)
-
-    key = None
+    settings = {
+        "format": _CACHE_FORMAT,
+        "mode": mode,
+        "n": n,
+        "label": label,
+        "size": size,
+        "crop": crop,
+        "box_threshold": box_threshold,
+        "box_padding": box_padding,
+        "opacity": opacity,
+        "render_threshold": _RENDER_THRESHOLD,
+        "to_image": _qualname(to_image),
+    }
     if cache is not None:
         model = attributor.model
-        settings = {
-            "format": _CACHE_FORMAT,
-            "index": index.manifest,
-            "model": model_fingerprint(model),
-            "composite": None if attributor.composite is None else composite_fingerprint(attributor.composite, model),
-            "concept_type": _qualname(type(attributor.concept(layer))),
-            "layer": layer,
-            "concept": concept,
-            "mode": mode,
-            "n": n,
-            "label": label,
-            "sample_ids": ids,
-            "positions": positions,
-            "size": size,
-            "crop": crop,
-            "box_threshold": box_threshold,
-            "box_padding": box_padding,
-            "opacity": opacity,
-            "render_threshold": _RENDER_THRESHOLD,
-            "to_image": _qualname(to_image),
-        }
-        key = cache.key(settings)
-        found = cache.entry(key)
-        if found is not None and len(found[0]) == len(ids):
-            pictures, meta = found
-            boxes = [(int(t), int(le), int(b), int(r)) for t, le, b, r in meta["boxes"]]
-            targets = meta.get("targets")
-            return Reference(
-                layer=layer,
-                channel=concept,
-                mode=reference_mode,
-                sample_ids=tuple(ids),
-                scores=tuple(float(s) for s in scores),
-                boxes=tuple(boxes),
-                tensors=crop_images(images, boxes, size=size, crop=crop),
-                images=tuple(picture.convert("RGB") for picture in pictures),
-                targets=None if targets is None else tuple(int(t) for t in targets),
-            )
+        settings.update(
+            index=index.manifest,
+            model=model_fingerprint(model),
+            composite=None if attributor.composite is None else composite_fingerprint(attributor.composite, model),
+            concept_type=_qualname(type(attributor.concept(layer))),
+            layer=layer,
+        )
+    found: dict[int, Reference] = {}
+    missing: list[tuple[int, ReferenceSamples, str | None]] = []
+    for channel in dict.fromkeys(concepts):
+        if label is None:
+            ids, scores, positions = index.samples(layer, channel, mode, n)
+        else:
+            ids, scores, positions = _class_samples(index, layer, channel, int(label), n)
+        if not ids:
+            where = "" if label is None else f" of class {label}"
+            raise InputError(f"the index holds no samples{where} for concept {channel} of layer {layer!r} ({mode})")
+        inputs, labels = _load(dataset, ids)
+        images = _display(inputs, to_image)
+        key = None
+        if cache is not None:
+            key = cache.key({**settings, "concept": channel, "sample_ids": ids, "positions": positions})
+            hit = cache.entry(key)
+            if hit is not None and len(hit[0]) == len(ids):
+                pictures, meta = hit
+                boxes = [(int(t), int(le), int(b), int(r)) for t, le, b, r in meta["boxes"]]
+                targets = meta.get("targets")
+                found[channel] = Reference(
+                    layer=layer,
+                    channel=channel,
+                    mode=reference_mode,
+                    sample_ids=tuple(ids),
+                    scores=tuple(float(s) for s in scores),
+                    boxes=tuple(boxes),
+                    tensors=crop_images(images, boxes, size=size, crop=crop),
+                    images=tuple(picture.convert("RGB") for picture in pictures),
+                    targets=None if targets is None else tuple(int(t) for t in targets),
+                )
+                continue
+        samples = inputs.to(_device(attributor.model))
+        targets = _targets(index, attributor, samples, labels, label) if reference_mode == "relevance" else None
+        missing.append((channel, ReferenceSamples(channel, images, samples, ids, scores, positions, targets), key))
 
-    samples = inputs.to(_device(attributor.model))
-    targets = _targets(index, attributor, samples, labels, label) if reference_mode == "relevance" else None
-    reference = make_reference(
+    made = make_references(
         attributor,
-        images,
-        samples,
         layer,
-        concept,
-        sample_ids=ids,
-        scores=scores,
-        positions=positions,
-        targets=targets,
+        [item for _, item, _ in missing],
         mode=reference_mode,
         size=size,
         opacity=opacity,
         crop=crop,
         box_threshold=box_threshold,
         box_padding=box_padding,
+        batch_size=batch_size,
     )
-    if reference.heatmaps is not None:
-        reference = dataclasses.replace(reference, heatmaps=reference.heatmaps.detach().cpu())
-    if cache is not None and key is not None:
-        meta = {
-            "layer": layer,
-            "concept": concept,
-            "mode": mode,
-            "label": label,
-            "sample_ids": list(reference.sample_ids),
-            "scores": list(reference.scores),
-            "boxes": [list(box) for box in reference.boxes],
-            "targets": None if reference.targets is None else list(reference.targets),
-        }
-        cache.put(key, list(reference.images), meta)
-    return reference
+    for (channel, _, key), reference in zip(missing, made, strict=True):
+        if reference.heatmaps is not None:
+            reference = dataclasses.replace(reference, heatmaps=reference.heatmaps.detach().cpu())
+        if cache is not None and key is not None:
+            meta = {
+                "layer": layer,
+                "concept": channel,
+                "mode": mode,
+                "label": label,
+                "sample_ids": list(reference.sample_ids),
+                "scores": list(reference.scores),
+                "boxes": [list(box) for box in reference.boxes],
+                "targets": None if reference.targets is None else list(reference.targets),
+            }
+            cache.put(key, list(reference.images), meta)
+        found[channel] = reference
+    if single:
+        return found[concepts[0]]
+    return {channel: found[channel] for channel in concepts}

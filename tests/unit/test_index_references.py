@@ -92,6 +92,28 @@ def test_heatmaps_and_boxes_equal_the_reference_functions(built, mode: str) -> N
     assert list(reference.boxes) == boxes
 
 
+@pytest.mark.parametrize("mode", ["relmax_sum", "actmax_max"])
+def test_several_concepts_share_batches_and_equal_one_call_each(built, mode: str) -> None:
+    """Concepts' samples attributed together (batches cut across concepts) give each concept's own references."""
+    model, index, data = built
+    attributor = Attributor(model, EpsilonPlus())
+    channels = [3, 0, 2]
+    with _count_forwards(model) as calls:
+        together = concept_references(index, data, attributor, LAYER, channels, mode=mode, n=5, batch_size=4)
+    assert list(together) == channels
+    assert calls[0] == 4  # 15 samples in batches of 4 (model calls for targets by label need none)
+    for channel in channels:
+        alone = concept_references(index, data, attributor, LAYER, channel, mode=mode, n=5)
+        batched = together[channel]
+        assert batched.channel == channel and batched.sample_ids == alone.sample_ids
+        assert batched.heatmaps is not None and alone.heatmaps is not None
+        torch.testing.assert_close(batched.heatmaps, alone.heatmaps)
+        assert batched.boxes == alone.boxes
+        assert all(
+            np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(batched.images, alone.images, strict=True)
+        )
+
+
 def test_per_class_references_hold_only_that_class(built) -> None:
     model, index, data = built
     attributor = Attributor(model, EpsilonPlus())

@@ -198,13 +198,12 @@ def build_index(
         matrix_writer=write_rows if store_matrix else None,
         progress=progress and rank == 0,
     )
-    if state.statistics is not None and state.batches_done % checkpoint_every != 0:
-        share.write_checkpoint(
-            state.batches_done,
-            _flatten(state.statistics),
-            {"batches_done": state.batches_done, "samples_done": state.samples_done},
-        )
     arrays = _flatten(state.statistics) if state.statistics is not None else {}
+    if world > 1 and state.statistics is not None and state.batches_done % checkpoint_every != 0:
+        # a rank's final state outlives it until rank 0 has merged (one process writes its results right away)
+        share.write_checkpoint(
+            state.batches_done, arrays, {"batches_done": state.batches_done, "samples_done": state.samples_done}
+        )
     if world > 1:
         gathered: list[Any] | None = [None] * world if rank == 0 else None
         torch.distributed.gather_object(arrays, gathered, dst=0)
@@ -213,11 +212,14 @@ def build_index(
         shares = [arrays]
     if rank == 0:
         assert root is not None
-        merged = _unflatten(shares[0], layers)
-        for other in shares[1:]:
-            other_stats = _unflatten(other, layers)
-            merged = {layer: merged[layer].merge(other_stats[layer]) for layer in layers}
-        results = _flatten(merged)
+        if len(shares) == 1:
+            results = shares[0]
+        else:
+            merged = _unflatten(shares[0], layers)
+            for other in shares[1:]:
+                other_stats = _unflatten(other, layers)
+                merged = {layer: merged[layer].merge(other_stats[layer]) for layer in layers}
+            results = _flatten(merged)
         if store_matrix:
             for layer in layers:
                 key = f"{layer}/{_MATRIX}"

@@ -38,7 +38,7 @@ def _update_tensor(digest: Any, tensor: torch.Tensor) -> None:
     digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
     if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its bits
         tensor = tensor.view(torch.int16)
-    digest.update(tensor.numpy().tobytes())
+    digest.update(tensor.numpy().data.cast("B"))  # the bytes in place, without a copy
 
 
 def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
