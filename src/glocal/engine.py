@@ -268,7 +268,9 @@ class Attributor:
 
         For many batches in a row (e.g. a dataset scan): each ``start`` call runs one forward pass without
         re-attaching anything. ``options`` are those of :meth:`session`; ``record`` and ``start_layer`` must be
-        among ``layers``. The model is restored when the block ends.
+        among ``layers``. One more option, ``input_grad=False`` (with ``heatmap=False``), keeps the input out of the
+        autograd graph: layers fed by the input directly then run without their rule, which saves time when only
+        relevances at layers are needed (e.g. a dataset scan). The model is restored when the block ends.
         """
         check_gradients_enabled()
         with Session(self.model, self.composite, layers) as session:
@@ -282,14 +284,26 @@ class Attributor:
                 sole_path: bool = True,
                 heatmap: bool = True,
                 on_device: str | torch.device | None = None,
+                input_grad: bool = True,
             ) -> Run:
                 check_gradients_enabled()
+                if heatmap and not input_grad:
+                    raise ConditionError("heatmap=True needs input_grad=True: heatmaps are relevance at the input")
                 names = [record] if isinstance(record, str) else list(dict.fromkeys(record))
                 missing = [n for n in [*names, *([start_layer] if start_layer else [])] if n not in session.probes]
                 if missing:
                     raise ConditionError(f"layers {missing} were not attached; pass them in attached(layers=...)")
                 return Run(
-                    self, session, check_input(data), names, start_layer, init_rel, sole_path, heatmap, on_device
+                    self,
+                    session,
+                    check_input(data),
+                    names,
+                    start_layer,
+                    init_rel,
+                    sole_path,
+                    heatmap,
+                    on_device,
+                    input_grad=input_grad,
                 )
 
             yield start
@@ -309,6 +323,7 @@ class Run:
         sole_path: bool,
         heatmap: bool,
         on_device: str | torch.device | None,
+        input_grad: bool = True,
     ) -> None:
         self.attributor = attributor
         self.session = session
@@ -319,7 +334,8 @@ class Run:
         self.sole_path = sole_path
         self.heatmap = heatmap
         self.on_device = on_device
-        self.input = data.detach().requires_grad_(True)
+        # without input_grad, layers fed by the input directly attach no rule: only layer relevances are needed
+        self.input = data.detach().requires_grad_(input_grad)
         self.n = data.shape[0]
         try:
             self.output = session.forward(self.input)
@@ -551,6 +567,8 @@ class Run:
             passes ``layer``.
         """
         (condition,) = as_conditions(condition, self.attributor.output_name)
+        if not self.input.requires_grad:
+            raise ConditionError("region_relevance needs relevance at the input: start the run with input_grad=True")
         if layer not in self.probes:
             raise ConditionError(f"layer {layer!r} was not named when the session was opened; add it to `layers`")
         if layer in condition.layers:
@@ -623,7 +641,8 @@ class Run:
         """Whether layer ``lower``'s output reaches layer ``upper``'s in the forward graph (walks autograd nodes)."""
         key = (lower, upper)
         if key not in self._feeds_cache:
-            goal = self._above(lower).grad_fn
+            above = self._above(lower)
+            goal = above.grad_fn
             start = self._below(upper).grad_fn
             seen: set[Any] = set()
             stack = [start]
@@ -632,8 +651,8 @@ class Run:
                 node = stack.pop()
                 if node is None or node in seen:
                     continue
-                if node is goal:
-                    found = True
+                if node is goal if goal is not None else getattr(node, "variable", None) is above:
+                    found = True  # the gate's node, or for a layer that starts the graph, its leaf's node
                     break
                 seen.add(node)
                 stack.extend(next_node for next_node, _ in node.next_functions)

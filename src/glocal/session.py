@@ -75,6 +75,11 @@ class Probe:
         if output.requires_grad:
             self.above = _Gate.apply(output, self)
             return self.above
+        if torch.is_grad_enabled():
+            # nothing below needs gradients (e.g. a first layer with frozen weights and an input without gradient):
+            # the graph starts here, and relevance arriving at the layer is the gradient of this leaf
+            self.above = output.detach().requires_grad_(True)
+            return self.above
         self.above = output
         return None
 

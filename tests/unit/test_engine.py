@@ -18,6 +18,8 @@ from zennit.composites import (
 from zennit.rules import Epsilon, ZPlus
 
 from glocal import Attributor, Condition, PerSample
+from glocal.errors import ConditionError
+from glocal.rules import BasicRuleStep
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -235,3 +237,39 @@ def test_latent_only_stops_early_and_matches(conv_net, images):
     latent = attributor(images, [{"5": [c], "y": [1]} for c in range(3)], record=["2"], heatmap=False)
     assert latent.heatmap is None and latent.input_relevance is None
     torch.testing.assert_close(latent.relevances["2"], full.relevances["2"])
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_without_input_grad_first_layers_skip_their_rule_and_match(skip_net, digits, frozen):
+    """input_grad=False: relevance at every layer is unchanged, also for a first layer that starts the graph."""
+    if frozen:
+        for parameter in skip_net.parameters():
+            parameter.requires_grad_(False)
+    layers = ["conv1", "conv2", "parallel.0", "linear1"]
+    condition = Condition(targets=PerSample([[1], [2]]), layers={"linear1": [3]})
+    attributor = Attributor(skip_net, EpsilonPlus(canonizers=[SequentialMergeBatchNorm()]))
+    full = attributor(digits[:2], condition, record=layers, heatmap=False)
+    rule_calls = []
+    with attributor.attached(layers) as start:
+        original = BasicRuleStep.__init__
+
+        def counting(self, hook, module, input, output):
+            rule_calls.append(module)
+            original(self, hook, module, input, output)
+
+        BasicRuleStep.__init__ = counting
+        try:
+            run = start(digits[:2], record=layers, heatmap=False, input_grad=False)
+        finally:
+            BasicRuleStep.__init__ = original
+        latent = run.attribute(condition)
+        with pytest.raises(ConditionError, match="input_grad=True"):
+            run.region_relevance("conv2", torch.ones(16, 16), {"y": [1]})
+        with pytest.raises(ConditionError, match="needs input_grad=True"):
+            start(digits[:2], heatmap=True, input_grad=False)
+    for layer in layers:
+        torch.testing.assert_close(latent.relevances[layer], full.relevances[layer])
+    # the two layers fed by the input run without their rule
+    assert skip_net.conv1 not in rule_calls and skip_net.parallel[0] not in rule_calls
+    assert skip_net.conv2 in rule_calls
+    assert all(p.grad is None for p in skip_net.parameters())

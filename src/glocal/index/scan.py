@@ -138,7 +138,7 @@ def _scan_run(
     matrix_writer: Callable[[str, torch.Tensor, torch.Tensor], None] | None,
 ) -> None:
     """One batch on an already attached model (see :meth:`glocal.Attributor.attached`)."""
-    run = start(batch.inputs, record=state.layers, heatmap=False)
+    run = start(batch.inputs, record=state.layers, heatmap=False, input_grad=False)
     prediction = run.output.detach()
     if targets == "label":
         if batch.labels is None:
