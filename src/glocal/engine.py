@@ -469,9 +469,39 @@ class Run:
         return sorted(layers, key=lambda name: self.order[name], reverse=True)
 
     def attribute(
+        self,
+        conditions: Condition | Mapping[str, Any] | Sequence[Condition | Mapping[str, Any]],
+        *,
+        record: Sequence[str] | None = None,
+        heatmap: bool | None = None,
+    ) -> Attribution:
+        """Attribute every sample under every condition (``N * M`` rows, sample-major).
+
+        ``record`` and ``heatmap`` override the run's settings for this call: e.g. record only the layers just below
+        a conditioned layer without a heatmap, and the backward pass stops there. ``record`` must name layers given
+        when the run started (in ``record`` or ``layers``).
+        """
+        if record is None and heatmap is None:
+            return self._attribute(conditions)
+        names = self.record if record is None else list(dict.fromkeys([record] if isinstance(record, str) else record))
+        unknown = [name for name in names if name not in self.probes]
+        if unknown:
+            raise ConditionError(
+                f"layer(s) {unknown} were not named when the run started; pass them in record=[...] or layers=[...]"
+            )
+        wanted = self.heatmap if heatmap is None else heatmap
+        if wanted and not self.input.requires_grad:
+            raise ConditionError("heatmap=True needs relevance at the input: start the run with input_grad=True")
+        saved = self.record, self.heatmap
+        self.record, self.heatmap = names, wanted
+        try:
+            return self._attribute(conditions)
+        finally:
+            self.record, self.heatmap = saved
+
+    def _attribute(
         self, conditions: Condition | Mapping[str, Any] | Sequence[Condition | Mapping[str, Any]]
     ) -> Attribution:
-        """Attribute every sample under every condition (``N * M`` rows, sample-major)."""
         conditions = as_conditions(conditions, self.attributor.output_name)
         for condition in conditions:
             unknown = [name for name in condition.layers if name not in self.probes]

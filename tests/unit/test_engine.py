@@ -273,3 +273,18 @@ def test_without_input_grad_first_layers_skip_their_rule_and_match(skip_net, dig
     assert skip_net.conv1 not in rule_calls and skip_net.parallel[0] not in rule_calls
     assert skip_net.conv2 in rule_calls
     assert all(p.grad is None for p in skip_net.parameters())
+
+
+def test_record_and_heatmap_overridden_per_call(conv_net, images):
+    conditions = [{"5": [c], "y": [1]} for c in range(3)]
+    attributor = Attributor(conv_net, EpsilonPlusFlat())
+    with attributor.session(images, record=["0", "2"], layers=["5"]) as run:
+        full = run.attribute(conditions)
+        only = run.attribute(conditions, record=["2"], heatmap=False)
+        again = run.attribute(conditions)
+        with pytest.raises(ConditionError, match="were not named"):
+            run.attribute(conditions, record=["3"])
+    assert only.heatmap is None and set(only.relevances) == {"2"}
+    torch.testing.assert_close(only.relevances["2"], full.relevances["2"])
+    assert again.heatmap is not None and set(again.relevances) == {"0", "2"}
+    torch.testing.assert_close(again.heatmap, full.heatmap)
