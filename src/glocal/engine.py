@@ -362,6 +362,7 @@ class Run:
         self.order = {name: probe.order for name, probe in self.probes.items()}
         self._masks: dict[tuple[str, Ids], torch.Tensor] = {}
         self._feeds_cache: dict[tuple[str, str], bool] = {}
+        self._prefix_cache: dict[Any, dict[Any, torch.Tensor | None]] = {}
         if start_layer is not None:
             self.root = self._below(start_layer)
         else:
@@ -703,10 +704,18 @@ class Run:
         upper_order = top
         targets: dict[Any, torch.Tensor]
         for index, layer in enumerate(chain):
-            targets = {layer: self._above(layer)}
-            for name in self._records_between(upper_order, layer, chain):
-                targets[name] = self._above(name)
-            grads = self._grad(source, targets, relevance)
+            # the relevance arriving at a chain layer depends only on the chain above it: later calls of this run
+            # (e.g. the next level of an attribution graph) reuse it instead of running that backward pass again
+            key = (first.targets, tuple((name, first.layers[name]) for name in chain[: index + 1]), tuple(self.record))
+            cached = self._prefix_cache.get(key)
+            if cached is None:
+                targets = {layer: self._above(layer)}
+                for name in self._records_between(upper_order, layer, chain):
+                    targets[name] = self._above(name)
+                grads = self._grad(source, targets, relevance)
+                self._prefix_cache[key] = dict(grads)
+            else:
+                grads = dict(cached)
             arriving = grads.pop(layer)
             if arriving is None:
                 above = (

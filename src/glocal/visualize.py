@@ -28,7 +28,9 @@ from .explain import ConceptExplanation
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["concept_figure", "figure_size", "heatmap_image", "save_concept_figures"]
+    from .attribution_graph import ConceptGraph
+
+__all__ = ["concept_figure", "figure_size", "graph_figure", "heatmap_image", "save_concept_figures"]
 
 Images = torch.Tensor | Sequence[Image.Image] | Sequence[np.ndarray]
 
@@ -312,3 +314,108 @@ def save_concept_figures(
         figure.savefig(path, dpi=figure.dpi)
         paths.append(path)
     return paths
+
+
+def _tree_positions(graph: ConceptGraph) -> dict[str, tuple[float, int]]:
+    """x (leaf slots, parents centred over their children) and depth of every node of a tree-shaped graph."""
+    children: dict[str, list[str]] = {node.id: [] for node in graph.nodes}
+    for edge in graph.edges:
+        children[edge.parent].append(edge.child)
+    positions: dict[str, tuple[float, int]] = {}
+    next_slot = [0.0]
+
+    def place(node_id: str, depth: int) -> float:
+        if not children[node_id]:
+            x = next_slot[0]
+            next_slot[0] += 1.0
+        else:
+            xs = [place(child, depth + 1) for child in children[node_id]]
+            x = (xs[0] + xs[-1]) / 2
+        positions[node_id] = (x, depth)
+        return x
+
+    place(graph.root.id, 0)
+    return positions
+
+
+def graph_figure(
+    graph: ConceptGraph,
+    *,
+    inputs: torch.Tensor | None = None,
+    size: float = 1.6,
+    cmap: str = "bwr",
+    percentile: float = 99.5,
+    dpi: float = 100.0,
+) -> Figure:
+    """An attribution graph drawn as a tree: the root on top, each level below, every node with its heatmap.
+
+    A node is titled ``layer:concept`` with its share of the root's relevance; lines join children to parents,
+    thicker for a larger share of the parent. Nodes without a heatmap (``attribution_graph(..., heatmaps=False)``)
+    are drawn as labelled boxes.
+
+    Parameters
+    ----------
+    graph
+        The result of :func:`~glocal.attribution_graph.attribution_graph`.
+    inputs
+        The sample ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1], drawn left of the root; optional.
+    size
+        Inches per node.
+    cmap, percentile
+        As for :func:`heatmap_image`.
+    dpi
+        Resolution the figure is saved at.
+    """
+    figure_class, canvas_class = _require_matplotlib()
+    positions = _tree_positions(graph)
+    slots = max(x for x, _ in positions.values()) + 1
+    levels = max(depth for _, depth in positions.values()) + 1
+    margin = 1.0 if inputs is not None else 0.0
+    width_in = (slots + margin) * size
+    height_in = levels * size * 1.45 + 0.5
+    figure = figure_class(figsize=(max(width_in, 3.0), height_in), dpi=dpi)
+    canvas_class(figure)
+    fig_w, fig_h = figure.get_size_inches()
+    box = 0.78 * size  # node picture size, inches
+
+    def centre(node_id: str) -> tuple[float, float]:
+        x, depth = positions[node_id]
+        return ((margin + x + 0.5) * size / fig_w, 1 - (0.5 + depth * size * 1.45 + size * 0.6) / fig_h)
+
+    lines = figure.add_axes((0, 0, 1, 1))
+    lines.set_xlim(0, 1)
+    lines.set_ylim(0, 1)
+    lines.set_axis_off()
+    for edge in graph.edges:
+        (x0, y0), (x1, y1) = centre(edge.parent), centre(edge.child)
+        lines.plot(
+            [x0, x1],
+            [y0 - box / 2 / fig_h, y1 + box / 2 / fig_h + 0.32 / fig_h],
+            color="#c0392b" if edge.share >= 0 else "#2c6fbb",
+            linewidth=0.6 + 5.0 * min(abs(edge.share), 1.0),
+            alpha=0.7,
+            solid_capstyle="round",
+        )
+    for node in graph.nodes:
+        x, y = centre(node.id)
+        axes = figure.add_axes((x - box / 2 / fig_w, y - box / 2 / fig_h, box / fig_w, box / fig_h))
+        axes.set_xticks([])
+        axes.set_yticks([])
+        if node.heatmap is not None:
+            axes.imshow(heatmap_image(node.heatmap, cmap=cmap, percentile=percentile), interpolation="nearest")
+        else:
+            axes.set_facecolor("#f4f4f4")
+        title = f"{node.layer}:{node.concept}\n{node.share_of_root:+.1%}"
+        axes.set_title(title, fontsize=7 if node.depth else 9, pad=2)
+    if inputs is not None:
+        image = inputs.detach().cpu()
+        image = image[0] if image.dim() == 4 else image
+        array = image.permute(1, 2, 0).clamp(0, 1).numpy()
+        if array.shape[2] == 1:
+            array = array[:, :, 0]
+        x, y = centre(graph.root.id)
+        axes = figure.add_axes((x - (box / 2 + size * 1.1) / fig_w, y - box / 2 / fig_h, box / fig_w, box / fig_h))
+        axes.imshow(array, cmap="gray" if array.ndim == 2 else None)
+        axes.set_title(f"input (target {graph.target})", fontsize=8, pad=2)
+        axes.set_axis_off()
+    return figure

@@ -8,6 +8,8 @@ zennit-crp                                              glocal
 ``from crp.helper import get_layer_names``              ``from glocal.compat import get_layer_names``
 ``from crp.visualization import FeatureVisualization``  ``from glocal.compat import FeatureVisualization``
 ``from crp.image import vis_img_heatmap``               ``from glocal.compat import vis_img_heatmap``
+``from crp.attribution import AttributionGraph``        ``from glocal.compat import AttributionGraph``
+``from crp.graph import trace_model_graph``             ``from glocal.compat import trace_model_graph``
 ======================================================  ======================================================
 
 :func:`import_zennit_crp` turns the output folder of zennit-crp's ``FeatureVisualization.run`` into a glocal index.
@@ -25,17 +27,22 @@ from .attribution import (
     get_layer_names,
 )
 from .feature_visualization import FeatureVisualization, import_zennit_crp, vis_img_heatmap
+from .graph import AttributionGraph, ModelGraph, attrGraphResult, trace_model_graph
 
 __all__ = [
+    "AttributionGraph",
     "AttributionResults",
     "ChannelConcept",
     "CondAttribution",
     "FeatureVisualization",
     "MaskFunction",
     "MaskMap",
+    "ModelGraph",
+    "attrGraphResult",
     "attrResult",
     "get_layer_names",
     "import_zennit_crp",
+    "trace_model_graph",
     "vis_img_heatmap",
 ]
 _ = _Translator  # re-exported for the parity tests (private)

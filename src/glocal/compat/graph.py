@@ -1,0 +1,171 @@
+"""zennit-crp's ``AttributionGraph`` and ``trace_model_graph`` on glocal's engine and layer graph.
+
+zennit-crp code runs unchanged after changing the imports::
+
+    from glocal.compat import AttributionGraph, CondAttribution, ChannelConcept, trace_model_graph
+
+    graph = trace_model_graph(model, sample, layer_names)
+    attgraph = AttributionGraph(CondAttribution(model), graph, {name: ChannelConcept() for name in layer_names})
+    nodes, connections = attgraph(sample, composite, concept_id, layer_name, target, width=[8, 4])
+
+The results (``nodes`` and ``connections``, in zennit-crp's order and with its relevance values) equal zennit-crp's,
+but one forward pass serves all levels and each level's backward pass stops at the layers it records, instead of a
+forward and a full backward pass per batch of conditions. The layer graph comes from one forward pass through the
+autograd graph (or ``torch.fx``), not from ``torch.jit.trace``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+import zennit.core
+
+from ..conditions import OUTPUT
+from ..engine import Attributor, check_gradients_enabled
+from ..graph import LayerGraph, trace_layers
+from .attribution import CondAttribution, _Translator
+
+__all__ = ["AttributionGraph", "ModelGraph", "attrGraphResult", "trace_model_graph"]
+
+
+class attrGraphResult(NamedTuple):
+    """zennit-crp's ``AttributionGraphResults``: ``nodes`` ``[(layer, concept), ...]`` and ``connections``
+    ``{(layer, concept): [(lower layer, lower concept, relevance), ...]}``."""
+
+    nodes: list[tuple[str, int]]
+    connections: dict[tuple[str, int], list[tuple[str, int, float]]]
+
+
+class ModelGraph:
+    """Which of ``layer_names`` feed which (zennit-crp's ``ModelGraph``), from :func:`glocal.graph.trace_layers`."""
+
+    def __init__(self, graph: LayerGraph, layer_names: Sequence[str]) -> None:
+        self.graph = graph
+        self.layer_names = list(layer_names)
+
+    def find_input_layers(self, layer_name: str) -> list[str]:
+        """The layers among ``layer_names`` whose output reaches ``layer_name``'s input without another one between.
+
+        Raises
+        ------
+        KeyError
+            ``layer_name`` is not one of the traced layers.
+        """
+        if layer_name not in self.graph.inputs:
+            raise KeyError(f"{layer_name} does not exist")
+        return list(self.graph.inputs[layer_name])
+
+    def __str__(self) -> str:
+        return "\n".join(f"{name} -> {', '.join(self.graph.outputs(name)) or 'end'}" for name in self.graph.layers)
+
+
+def trace_model_graph(
+    model: torch.nn.Module, sample: torch.Tensor, layer_names: Sequence[str], debug: bool = False
+) -> ModelGraph:
+    """zennit-crp's ``trace_model_graph``: how ``layer_names`` connect, from one forward pass of ``sample``.
+
+    ``debug`` is accepted for compatibility (zennit-crp prints its jit graph); here it logs nothing extra.
+    """
+    check_gradients_enabled()
+    return ModelGraph(trace_layers(model, sample, layers=list(layer_names)), layer_names)
+
+
+class AttributionGraph:
+    """zennit-crp's ``AttributionGraph``: decompose a concept into lower-layer concepts, level by level.
+
+    Parameters
+    ----------
+    attribution
+        A :class:`~glocal.compat.CondAttribution` (only its model is used).
+    graph
+        The layer graph from :func:`trace_model_graph`.
+    layer_map
+        Layer name to concept object (e.g. :class:`~glocal.compat.ChannelConcept`), whose ``mask`` conditions the
+        relevance and whose ``attribute`` sums it per concept.
+    """
+
+    def __init__(self, attribution: CondAttribution, graph: ModelGraph, layer_map: Mapping[str, Any]) -> None:
+        self.attribution = attribution
+        self.graph = graph
+        self.set_layer_map(layer_map)
+
+    def set_layer_map(self, layer_map: Mapping[str, Any]) -> None:
+        """Set the concept objects per layer."""
+        self.layer_map = dict(layer_map)
+        self.mask_map = {name: concept.mask for name, concept in self.layer_map.items()}
+
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        composite: zennit.core.Composite | None,
+        concept_id: int,
+        layer_name: str,
+        target: int | None = None,
+        width: Sequence[int] = (4, 2),
+        parent_c_id: int | None = None,
+        parent_layer: str | None = None,
+        abs_norm: bool = True,
+        batch_size: int = 16,
+        verbose: bool = True,
+    ) -> attrGraphResult:
+        """Decompose concept ``concept_id`` of ``layer_name`` (zennit-crp's signature and results).
+
+        With ``target``, relevance starts at that output unit; without, at the concept's (or ``parent_layer``'s)
+        activation. Each level keeps the ``width[i]`` lower concepts with the largest relevance per input layer,
+        conditioned on the decomposed concept and the original one (``parent_layer``/``parent_c_id``, default the
+        root). Relevance may also flow around the conditioned layers (zennit-crp's ``exclude_parallel=False``).
+        ``batch_size`` and ``verbose`` are accepted for compatibility.
+        """
+        check_gradients_enabled()
+        output = getattr(self.attribution, "MODEL_OUTPUT_NAME", OUTPUT)
+        translator = _Translator(self.mask_map, output)
+        if target is not None:
+            start_layer = None
+        elif parent_layer:
+            start_layer = parent_layer
+        else:
+            start_layer = layer_name
+        parent_condition: dict[str, list[int]] = {}
+        if parent_c_id is not None and parent_layer:
+            parent_condition[parent_layer] = [parent_c_id]
+        else:
+            parent_condition[layer_name] = [concept_id]
+        if target is not None:
+            parent_condition[output] = [target]
+
+        nodes: list[tuple[str, int]] = [(layer_name, concept_id)]
+        connections: dict[tuple[str, int], list[tuple[str, int, float]]] = {}
+        probed = [layer_name, *self.graph.graph.upstream(layer_name)]
+        if parent_layer:
+            probed.append(parent_layer)
+        attributor = Attributor(self.attribution.model, composite, concepts=translator.concepts, output_name=output)
+        with attributor.session(
+            sample, layers=list(dict.fromkeys(probed)), start_layer=start_layer, sole_path=False, heatmap=False
+        ) as run:
+            level = [(layer_name, concept_id)]
+            for w in width:
+                mappings, input_layers = [], []
+                for name, concept in level:
+                    mapping = {name: [concept], **parent_condition}
+                    mappings.append(mapping)
+                    for lower in self.graph.find_input_layers(name):
+                        if lower not in input_layers:
+                            input_layers.append(lower)
+                following: list[tuple[str, int]] = []
+                if mappings and input_layers:
+                    conditions = [translator.condition(mapping) for mapping in mappings]
+                    result = run.attribute(conditions, record=input_layers, heatmap=False)
+                    for i, (name, concept) in enumerate(level):
+                        for lower in self.graph.find_input_layers(name):
+                            relevance = result.relevances[lower][[i]]
+                            scores = self.layer_map[lower].attribute(relevance, abs_norm=abs_norm)[0]
+                            chosen = torch.argsort(scores, descending=True)[:w].tolist()
+                            nodes.extend((lower, c) for c in chosen)
+                            following.extend((lower, c) for c in chosen)
+                            connections.setdefault((name, concept), []).extend(
+                                (lower, c, scores[c].item()) for c in chosen
+                            )
+                level = following
+        return attrGraphResult(nodes, connections)
