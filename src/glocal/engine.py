@@ -20,6 +20,7 @@ heatmap is then the part that bypasses ``l`` (computed once per group) plus the 
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -363,6 +364,7 @@ class Run:
         self._masks: dict[tuple[str, Ids], torch.Tensor] = {}
         self._feeds_cache: dict[tuple[str, str], bool] = {}
         self._prefix_cache: dict[Any, dict[Any, torch.Tensor | None]] = {}
+        self._around_cache: dict[tuple[str | None, str], bool] = {}
         if start_layer is not None:
             self.root = self._below(start_layer)
         else:
@@ -751,8 +753,50 @@ class Run:
             results.update(self._grad(member_source, targets, member_relevance))
             yield m, results
 
+    def _around(self, target: str | None, blocked: str) -> bool:
+        """Whether relevance from the root reaches layer ``target`` (``None``: the input) avoiding layer ``blocked``."""
+        key = (target, blocked)
+        if key not in self._around_cache:
+            goal = self.input if target is None else self._above(target)
+            goal_node = goal.grad_fn
+            wall = self._above(blocked).grad_fn
+            seen: set[Any] = set()
+            stack = [self.root.grad_fn]
+            found = False
+            while stack and not found:
+                node = stack.pop()
+                if node is None or node in seen or node is wall:
+                    continue
+                if node is goal_node if goal_node is not None else getattr(node, "variable", None) is goal:
+                    found = True
+                    break
+                seen.add(node)
+                stack.extend(next_node for next_node, _ in node.next_functions)
+            self._around_cache[key] = found
+        return self._around_cache[key]
+
+    def _parallel_is_sole(self, chain: list[str]) -> bool:
+        """Whether no relevance can pass around the conditioned layers: then both path settings agree exactly.
+
+        Every path from the root to each conditioned layer crosses the one above it, and every recorded layer (and
+        the input, for heatmaps) lies below the lowest one and is reached only through it.
+        """
+        if not chain or self.start_layer is not None:
+            return False
+        lowest = chain[-1]
+        if any(self._around(lower, upper) for upper, lower in itertools.pairwise(chain)):
+            return False
+        for name in self.record:
+            if name in chain or self.order[name] >= self.order[lowest] or self._around(name, lowest):
+                return False
+        return not (self.heatmap and self._around(None, lowest))
+
     def _parallel_paths(self, members: list[tuple[int, Condition, list[str]]]) -> Iterator[tuple[int, dict[Any, Any]]]:
         _, first, chain = members[0]
+        if self._parallel_is_sole(chain):
+            # nothing flows around the condition: the sole-path computation is the same and reuses cached prefixes
+            yield from self._sole_path(members)
+            return
         relevance = self._root_relevance(first)
         lowest = chain[-1] if chain else None
         targets: dict[Any, torch.Tensor] = {}

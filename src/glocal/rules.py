@@ -17,7 +17,7 @@ back to zennit's own hook, which is exact but recomputes its forward terms on ev
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import zennit.core
@@ -40,6 +40,9 @@ _PRODUCT_REDUCER_RULES: tuple[type, ...] = tuple(
 
 
 _AFFINE_MODULES = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
+# modules whose forward is a plain function of (input, weight, bias): their modified parameters can be kept
+_FUNCTIONAL_AFFINE = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+_SMALL = 1 << 16  # below this many elements, any() beats min/max
 
 
 def _bias_output(module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
@@ -81,10 +84,84 @@ def _nonzero(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` has any nonzero (or NaN) entry; for floats via min/max, several times faster than any()."""
     if tensor.numel() == 0:
         return False
-    if not tensor.is_floating_point():
+    if not tensor.is_floating_point() or tensor.numel() <= _SMALL:
         return bool(tensor.any())
     low, high = torch.aminmax(tensor)
     return bool((low != 0) | (high != 0))
+
+
+class ModifiedParameters:
+    """The weight and bias each term of a rule gives an affine module, computed once while its parameters stay.
+
+    zennit modifies parameters inside a context manager on every call; for one module under one rule the result
+    only changes when the module's own parameters do (checked through their memory and version counters).
+    """
+
+    def __init__(self, hook: BasicHook, module: torch.nn.Module) -> None:
+        self.hook = hook
+        self.module = module
+        self._token: tuple[Any, ...] | None = None
+        self._terms: list[tuple[torch.Tensor, torch.Tensor | None, bool]] = []
+
+    def terms(self) -> list[tuple[torch.Tensor, torch.Tensor | None, bool]]:
+        """Per term: ``(weight, bias, unchanged)``, ``unchanged`` when the modifier left every parameter as it is."""
+        params = {name: p for name, p in self.module._parameters.items() if p is not None}
+        token = tuple((name, p.data_ptr(), p._version) for name, p in params.items())
+        if token != self._token:
+            terms = []
+            for param_mod in self.hook.param_modifiers:
+                with _modified_module(self.hook, param_mod, self.module) as modified:
+                    bias = getattr(modified, "bias", None)
+                    terms.append(
+                        (
+                            modified.weight.detach(),
+                            None if bias is None else bias.detach(),
+                            _same_params(modified, params),
+                        )
+                    )
+            self._terms, self._token = terms, token
+        return self._terms
+
+
+def _affine(
+    module: torch.nn.Module, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    if isinstance(module, torch.nn.Linear):
+        return torch.nn.functional.linear(input, weight, bias)
+    return module._conv_forward(input, weight, bias)  # type: ignore[operator]
+
+
+def _affine_transposed(
+    module: torch.nn.Module, weight: torch.Tensor, grad: torch.Tensor, input: torch.Tensor
+) -> torch.Tensor:
+    """``J^T grad`` of the affine map with ``weight`` at ``input`` (differentiable in ``grad``, for double backward)."""
+    if isinstance(module, torch.nn.Linear):
+        return grad.matmul(weight)
+    conv = cast(torch.nn.modules.conv._ConvNd, module)
+    dims = input.dim() - 2
+    return torch.ops.aten.convolution_backward(
+        grad,
+        input,
+        weight,
+        None,
+        list(conv.stride),
+        list(conv.padding),
+        list(conv.dilation),
+        False,
+        [0] * dims,
+        conv.groups,
+        [True, False, False],
+    )[0]
+
+
+def _bias_map(module: torch.nn.Module, bias: torch.Tensor | None, output: torch.Tensor) -> torch.Tensor:
+    """What an affine ``module`` with ``bias`` returns for an all-zero input whose true output is shaped ``output``."""
+    if bias is None:
+        return torch.zeros_like(output)
+    bias = bias.to(output)
+    if isinstance(module, torch.nn.Linear):
+        return bias.expand_as(output).clone()
+    return bias.view(1, -1, *([1] * (output.dim() - 2))).expand_as(output).clone()
 
 
 def _as_list(value: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -126,7 +203,14 @@ class BasicRuleStep(RelevanceStep):
         The module's output, shape ``(N, ...)``.
     """
 
-    def __init__(self, hook: BasicHook, module: torch.nn.Module, input: torch.Tensor, output: torch.Tensor) -> None:
+    def __init__(
+        self,
+        hook: BasicHook,
+        module: torch.nn.Module,
+        input: torch.Tensor,
+        output: torch.Tensor,
+        parameters: ModifiedParameters | None = None,
+    ) -> None:
         super().__init__(output)
         self.hook = hook
         original = input.detach()
@@ -136,8 +220,12 @@ class BasicRuleStep(RelevanceStep):
         self._grad_inputs: list[torch.Tensor] = []  # ... these tensors
         self.live: list[bool] = []
         params = dict(module.named_parameters(recurse=False))
-        for in_mod, param_mod, out_mod in zip(
-            hook.input_modifiers, hook.param_modifiers, hook.output_modifiers, strict=True
+        cached = parameters.terms() if parameters is not None else None
+        self.module = module
+        self._transposed: dict[int, torch.Tensor] = {}  # term -> weight whose transpose maps relevance down
+        self._reused: set[int] = set()  # terms whose output is the module's own
+        for k, (in_mod, param_mod, out_mod) in enumerate(
+            zip(hook.input_modifiers, hook.param_modifiers, hook.output_modifiers, strict=True)
         ):
             modified_input = in_mod(original)
             same_input = modified_input is original
@@ -146,6 +234,30 @@ class BasicRuleStep(RelevanceStep):
             live = not (may_skip and not _nonzero(modified_input))
             modified_input = modified_input.detach().requires_grad_(live)
             grad_input = modified_input
+            if cached is not None:
+                # an affine layer with known parameters: z_k without an autograd graph, and J_k^T as a function
+                weight, bias, unchanged = cached[k]
+                transposed: torch.Tensor | None = weight
+                with torch.no_grad():
+                    if not live:  # a zero input gives the bias: no need to run the layer
+                        modified_output = out_mod(_bias_map(module, bias, output))
+                    elif same_input and unchanged and out_mod(output) is output:
+                        modified_output = output.detach()  # the module's own forward: reuse its output
+                        self._reused.add(k)
+                    else:
+                        plain = _affine(module, modified_input, weight, bias)
+                        modified_output = out_mod(plain)
+                        if modified_output is not plain:  # an output modifier: its derivative is needed
+                            with torch.enable_grad():
+                                modified_output = out_mod(_affine(module, modified_input, weight, bias))
+                            transposed = None
+                if live and transposed is not None:
+                    self._transposed[k] = transposed
+                self.inputs.append(modified_input)
+                self.outputs.append(modified_output)
+                self._grad_inputs.append(grad_input)
+                self.live.append(live)
+                continue
             with _modified_module(hook, param_mod, module) as modified, torch.enable_grad():
                 if live and same_input and input.requires_grad and _same_params(modified, params):
                     modified_output = out_mod(output)
@@ -172,7 +284,10 @@ class BasicRuleStep(RelevanceStep):
         else:
             self.multipliers = None
         if self.multipliers is None:  # the mapper runs at backward time: keep reused outputs safe from in-place ops
-            detached = [d.clone() if z is output else d for d, z in zip(detached, self.outputs, strict=True)]
+            detached = [
+                d.clone() if z is output or k in self._reused else d
+                for k, (d, z) in enumerate(zip(detached, self.outputs, strict=True))
+            ]
         self._detached_outputs = detached
         zero = torch.zeros((), dtype=original.dtype, device=original.device)
         self._reducer_inputs = [x.detach() if live else zero for x, live in zip(self.inputs, self.live, strict=True)]
@@ -206,15 +321,19 @@ class BasicRuleStep(RelevanceStep):
             mapped = _as_list(self.hook.gradient_mapper(relevance, self._detached_outputs))
             grad_outputs = {k: mapped[k] for k in live}
         gradients: list[torch.Tensor] = [self._zero] * len(self.inputs)
-        if live:
+        through_graph = [k for k in live if k not in self._transposed]
+        for k in live:
+            if k in self._transposed:
+                gradients[k] = _affine_transposed(self.module, self._transposed[k], grad_outputs[k], self.inputs[k])
+        if through_graph:
             computed = torch.autograd.grad(
-                [self.outputs[k] for k in live],
-                [self._grad_inputs[k] for k in live],
-                grad_outputs=[grad_outputs[k] for k in live],
+                [self.outputs[k] for k in through_graph],
+                [self._grad_inputs[k] for k in through_graph],
+                grad_outputs=[grad_outputs[k] for k in through_graph],
                 retain_graph=True,
                 create_graph=relevance.requires_grad,
             )
-            for k, gradient in zip(live, computed, strict=True):
+            for k, gradient in zip(through_graph, computed, strict=True):
                 gradients[k] = gradient
         if self._scaled_input is not None:
             return self._scaled_input * gradients[live[0]]
@@ -244,8 +363,25 @@ class _RelevanceFunction(torch.autograd.Function):
 StepFactory = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], RelevanceStep]
 
 
-def _step_factory(hook: Hook) -> StepFactory | None:
+def _step_factory(hook: Hook, module: torch.nn.Module) -> StepFactory | None:
     if isinstance(hook, BasicHook):
+        numeric_padding = isinstance(module, torch.nn.Linear) or (
+            not isinstance(getattr(module, "padding", 0), str) and getattr(module, "padding_mode", "zeros") == "zeros"
+        )
+        if (
+            numeric_padding
+            and isinstance(module, _FUNCTIONAL_AFFINE)
+            and "forward" not in vars(module)
+            and type(module).forward
+            in (
+                torch.nn.Linear.forward,
+                torch.nn.Conv1d.forward,
+                torch.nn.Conv2d.forward,
+                torch.nn.Conv3d.forward,
+            )
+        ):
+            parameters = ModifiedParameters(hook, module)
+            return lambda module, input, output: BasicRuleStep(hook, module, input, output, parameters)
         return lambda module, input, output: BasicRuleStep(hook, module, input, output)
     if isinstance(hook, zennit.rules.Pass):
         return lambda module, input, output: PassStep(output)
@@ -293,7 +429,7 @@ def attach_rules(model: torch.nn.Module, composite: zennit.core.Composite | None
             template = composite.module_map(ctx, name, module)
             if template is None:
                 continue
-            factory = _step_factory(template)
+            factory = _step_factory(template, module)
             if factory is None:
                 handles.append(template.copy().register(module))
                 continue

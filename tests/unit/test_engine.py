@@ -253,9 +253,9 @@ def test_without_input_grad_first_layers_skip_their_rule_and_match(skip_net, dig
     with attributor.attached(layers) as start:
         original = BasicRuleStep.__init__
 
-        def counting(self, hook, module, input, output):
+        def counting(self, hook, module, input, output, *rest):
             rule_calls.append(module)
-            original(self, hook, module, input, output)
+            original(self, hook, module, input, output, *rest)
 
         BasicRuleStep.__init__ = counting
         try:

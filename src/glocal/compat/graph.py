@@ -146,18 +146,18 @@ class AttributionGraph:
         ) as run:
             level = [(layer_name, concept_id)]
             for w in width:
-                mappings, input_layers = [], []
-                for name, concept in level:
-                    mapping = {name: [concept], **parent_condition}
-                    mappings.append(mapping)
-                    for lower in self.graph.find_input_layers(name):
-                        if lower not in input_layers:
-                            input_layers.append(lower)
+                # concepts of layers that nothing feeds (e.g. a first layer) have no children: skip their pass
+                decomposed = [(name, concept) for name, concept in level if self.graph.find_input_layers(name)]
+                input_layers = list(
+                    dict.fromkeys(lower for name, _ in decomposed for lower in self.graph.find_input_layers(name))
+                )
                 following: list[tuple[str, int]] = []
-                if mappings and input_layers:
-                    conditions = [translator.condition(mapping) for mapping in mappings]
+                if decomposed:
+                    conditions = [
+                        translator.condition({name: [concept], **parent_condition}) for name, concept in decomposed
+                    ]
                     result = run.attribute(conditions, record=input_layers, heatmap=False)
-                    for i, (name, concept) in enumerate(level):
+                    for i, (name, concept) in enumerate(decomposed):
                         for lower in self.graph.find_input_layers(name):
                             relevance = result.relevances[lower][[i]]
                             scores = self.layer_map[lower].attribute(relevance, abs_norm=abs_norm)[0]

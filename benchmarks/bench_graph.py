@@ -1,0 +1,265 @@
+"""Side-by-side benchmark of attribution graphs: glocal against zennit-crp's ``AttributionGraph``, in one process.
+
+What is measured
+----------------
+Each case decomposes one concept of one sample into lower-layer concepts with the same widths in both libraries:
+
+* zennit-crp: ``AttributionGraph(CondAttribution(model), trace_model_graph(model, sample, layers), layer_map)``
+  called as ``graph(sample, composite, concept, layer, target, width=widths)``;
+* glocal: the drop-in ``glocal.compat.AttributionGraph`` with the same call (``glocal_s``), and glocal's own
+  ``glocal.attribution_graph.attribution_graph(attributor, sample, layer, concept, target=..., widths=...,
+  sole_path=False)`` (``native_s``; its nodes are conditioned on their whole path, which for a sequential model
+  with two levels is the same as zennit-crp's condition on the root and the parent).
+
+The layer graph (``trace_model_graph``) is built once per library before timing, as users do; its time is reported
+separately (``*_trace_s``). ``speedup = crp_s / glocal_s`` (target >= 5). The results must agree: the same nodes
+and connections in the same order, edge weights within ``1e-5`` relative (``max_rel_diff``).
+
+Cases
+-----
+a  torchvision VGG16 with random weights (``torch.manual_seed(0)``), one random 224x224 image, ``EpsilonPlusFlat``,
+   concept ``features.28`` channel with the largest relevance for the predicted class, widths ``[8, 4]``.
+b  the trained FashionMNIST CNN of ``../shared/data`` (validation image 0), ``EpsilonPlus`` with
+   ``SequentialMergeBatchNorm``, the most relevant unit of ``linear1`` for the predicted class, widths ``[8, 4]``
+   (``linear1`` is fed by ``conv2`` and the parallel branch ``parallel.0``; ``conv2`` by ``conv1``).
+
+Output: one JSON object per line on stdout (the ``"machine"`` line first); progress on stderr. Use ``--threads 1``
+and ``--repeats 3`` or more for numbers you report.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_graph.py --repeats 3 --threads 1 --json-out graph.jsonl
+    .venv/bin/python benchmarks/bench_graph.py --quick        # smoke run: small input, widths [2, 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import glocal
+from bench_engine import FashionNet, epsilon_plus_flat, epsilon_plus_merge_bn, log, machine
+from glocal.attribution_graph import attribution_graph
+from glocal.compat import AttributionGraph, ChannelConcept, CondAttribution, trace_model_graph
+from glocal.layers import get_layer_names
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+
+
+@dataclass
+class Problem:
+    model: torch.nn.Module
+    sample: torch.Tensor
+    layer: str
+    layers: list[str]
+    widths: list[int]
+    composite: Callable[[], Any]
+    concept: int = 0
+    target: int = 0
+
+    def choose(self) -> Problem:
+        """The predicted class and the concept of ``layer`` most relevant to it."""
+        with torch.no_grad():
+            self.target = int(self.model(self.sample).argmax())
+        result = glocal.Attributor(self.model, self.composite())(
+            self.sample, {"y": [self.target]}, record=[self.layer], heatmap=False
+        )
+        relevance = result.relevances[self.layer][0]
+        self.concept = int((relevance.flatten(1).sum(1) if relevance.dim() > 1 else relevance).argmax())
+        return self
+
+
+def vgg_problem(quick: bool) -> Problem:
+    from torchvision.models import vgg16
+
+    torch.manual_seed(0)
+    model = vgg16().eval()
+    size = 64 if quick else 224
+    sample = torch.rand(1, 3, size, size)
+    layers = get_layer_names(model, [torch.nn.Conv2d, torch.nn.Linear])
+    widths = [2, 2] if quick else [8, 4]
+    return Problem(model, sample, "features.28", layers, widths, epsilon_plus_flat).choose()
+
+
+def fashion_problem(data_dir: Path, quick: bool) -> Problem:
+    import numpy as np
+
+    model = FashionNet()
+    model.load_state_dict(torch.load(data_dir / "fashion_cnn.pt", weights_only=True))
+    model.eval()
+    with np.load(data_dir / "fashion_val.npz") as data:
+        sample = torch.tensor(data["val_set"][:1] / 255.0, dtype=torch.float32)[:, None]
+    layers = ["conv1", "conv2", "parallel.0", "linear1", "linear2"]
+    widths = [2, 2] if quick else [8, 4]
+    return Problem(model, sample, "linear1", layers, widths, epsilon_plus_merge_bn).choose()
+
+
+# -- the libraries --------------------------------------------------------------------------------------------------
+
+
+def crp_setup(problem: Problem) -> tuple[Any, float]:
+    from crp.attribution import AttributionGraph as CrpGraph
+    from crp.attribution import CondAttribution as CrpAttribution
+    from crp.concepts import ChannelConcept as CrpChannel
+    from crp.graph import trace_model_graph as crp_trace
+
+    model = copy.deepcopy(problem.model)  # zennit-crp switches requires_grad off and leaves it so
+    sample = problem.sample.clone().requires_grad_(True)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):
+        graph = crp_trace(model, sample, problem.layers)
+    seconds = time.perf_counter() - start
+    layer_map = {name: CrpChannel() for name in problem.layers}
+    return (CrpGraph(CrpAttribution(model), graph, layer_map), sample), seconds
+
+
+def crp_run(problem: Problem, setup: Any) -> Any:
+    graph, sample = setup
+    with contextlib.redirect_stdout(sys.stderr):
+        return graph(
+            sample,
+            problem.composite(),
+            problem.concept,
+            problem.layer,
+            problem.target,
+            width=problem.widths,
+            verbose=False,
+        )
+
+
+def glocal_setup(problem: Problem) -> tuple[Any, float]:
+    start = time.perf_counter()
+    graph = trace_model_graph(problem.model, problem.sample, problem.layers)
+    seconds = time.perf_counter() - start
+    layer_map = {name: ChannelConcept() for name in problem.layers}
+    return AttributionGraph(CondAttribution(problem.model), graph, layer_map), seconds
+
+
+def glocal_run(problem: Problem, graph: Any) -> Any:
+    return graph(problem.sample, problem.composite(), problem.concept, problem.layer, problem.target, problem.widths)
+
+
+def native_run(problem: Problem, layer_graph: Any) -> Any:
+    attributor = glocal.Attributor(problem.model, problem.composite())
+    return attribution_graph(
+        attributor,
+        problem.sample,
+        problem.layer,
+        problem.concept,
+        target=problem.target,
+        widths=problem.widths,
+        layer_graph=layer_graph,
+        sole_path=False,
+    )
+
+
+def compare(ours: Any, theirs: Any) -> tuple[bool, float]:
+    """Same nodes and connections (order included), and the largest relative difference of edge weights."""
+    same = ours.nodes == theirs.nodes and list(ours.connections) == list(theirs.connections)
+    worst = 0.0
+    for key, edges in theirs.connections.items():
+        mine = ours.connections.get(key, [])
+        same = same and [(layer, c) for layer, c, _ in mine] == [(layer, c) for layer, c, _ in edges]
+        for (_, _, a), (_, _, b) in zip(mine, edges, strict=False):
+            worst = max(worst, abs(a - b) / max(abs(b), 1e-12))
+    return same, worst
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def run_case(key: str, args: argparse.Namespace) -> dict[str, Any]:
+    problem = vgg_problem(args.quick) if key == "a" else fashion_problem(Path(args.data_dir), args.quick)
+    log(f"[{key}] root {problem.layer}:{problem.concept}, target {problem.target}, widths {problem.widths}")
+    crp_graph, crp_trace_s = crp_setup(problem)
+    our_graph, glocal_trace_s = glocal_setup(problem)
+    layer_graph = our_graph.graph.graph
+    # warm-up, untimed
+    crp_result = crp_run(problem, crp_graph)
+    ours = glocal_run(problem, our_graph)
+    native_run(problem, layer_graph)
+    same, worst = compare(ours, crp_result)
+    crp_times, glocal_times, native_times = [], [], []
+    for repeat in range(args.repeats):
+        crp_times.append(timed(lambda: crp_run(problem, crp_graph))[0])
+        glocal_times.append(timed(lambda: glocal_run(problem, our_graph))[0])
+        native_times.append(timed(lambda: native_run(problem, layer_graph))[0])
+        log(
+            f"[{key}] run {repeat + 1}: zennit-crp {crp_times[-1]:.3f} s, glocal compat {glocal_times[-1]:.3f} s, "
+            f"glocal native {native_times[-1]:.3f} s"
+        )
+    crp_s, glocal_s = statistics.median(crp_times), statistics.median(glocal_times)
+    return {
+        "case": key,
+        "model": "vgg16 random" if key == "a" else "FashionMNIST CNN (trained)",
+        "input": list(problem.sample.shape),
+        "root": f"{problem.layer}:{problem.concept}",
+        "target": problem.target,
+        "widths": problem.widths,
+        "nodes": len(ours.nodes),
+        "same_nodes_and_connections": same,
+        "max_rel_diff": worst,
+        "repeats": args.repeats,
+        "crp_s": round(crp_s, 4),
+        "glocal_s": round(glocal_s, 4),
+        "native_s": round(statistics.median(native_times), 4),
+        "speedup": round(crp_s / glocal_s, 2),
+        "native_speedup": round(crp_s / statistics.median(native_times), 2),
+        "target_speedup": 5.0,
+        "meets_speedup": crp_s / glocal_s >= 5.0,
+        "crp_trace_s": round(crp_trace_s, 4),
+        "glocal_trace_s": round(glocal_trace_s, 4),
+        "crp_runs_s": [round(t, 4) for t in crp_times],
+        "glocal_runs_s": [round(t, 4) for t in glocal_times],
+        "native_runs_s": [round(t, 4) for t in native_times],
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default="a,b", help="comma-separated cases among a,b (default: both)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per side (median reported; default 1)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64x64 VGG16 input, widths [2, 2]")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="where fashion_cnn.pt/fashion_val.npz are")
+    parser.add_argument("--json-out", default=None, help="also write the JSON lines to this file")
+    args = parser.parse_args(argv)
+    args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in args.cases if c not in ("a", "b")]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose among ['a', 'b']")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = [machine(), *(run_case(key, args) for key in args.cases)]
+    text = "\n".join(json.dumps(row) for row in rows)
+    print(text, flush=True)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
