@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .attribution_graph import ConceptGraph
+    from .paths import ConceptPath
 
-__all__ = ["concept_figure", "figure_size", "graph_figure", "heatmap_image", "save_concept_figures"]
+__all__ = ["concept_figure", "figure_size", "graph_figure", "heatmap_image", "path_figure", "save_concept_figures"]
 
 Images = torch.Tensor | Sequence[Image.Image] | Sequence[np.ndarray]
 
@@ -418,4 +419,53 @@ def graph_figure(
         axes.imshow(array, cmap="gray" if array.ndim == 2 else None)
         axes.set_title(f"input (target {graph.target})", fontsize=8, pad=2)
         axes.set_axis_off()
+    return figure
+
+
+def _input_array(inputs: torch.Tensor) -> np.ndarray:
+    image = inputs.detach().cpu().float()
+    image = image[0] if image.dim() == 4 else image
+    array = image.permute(1, 2, 0).clamp(0, 1).numpy()
+    return array[:, :, 0] if array.shape[2] == 1 else array
+
+
+def path_figure(
+    path: ConceptPath,
+    *,
+    inputs: torch.Tensor | None = None,
+    size: float = 2.2,
+    candidates: int = 3,
+    cmap: str = "bwr",
+    percentile: float = 99.5,
+    dpi: float = 100.0,
+) -> Figure:
+    """A concept path as a strip: the input, then each step's conditional heatmap, left to right.
+
+    Each step is titled ``layer:concept`` with its share of the previous step's relevance (followed steps marked);
+    below it, the step's top ``candidates`` next concepts with their shares.
+    """
+    figure_class, canvas_class = _require_matplotlib()
+    panels = len(path.steps) + (inputs is not None)
+    figure = figure_class(figsize=(panels * size, size * 1.45), dpi=dpi)
+    canvas_class(figure)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.2, top=0.8, wspace=0.08)
+    figure.suptitle(f"concept path for target {path.target}: {path}", fontsize=10)
+    column = 1
+    if inputs is not None:
+        axes = figure.add_subplot(1, panels, column)
+        array = _input_array(inputs)
+        axes.imshow(array, cmap="gray" if array.ndim == 2 else None)
+        axes.set_title("input", fontsize=9)
+        axes.set_axis_off()
+        column += 1
+    for index, step in enumerate(path.steps):
+        axes = figure.add_subplot(1, panels, column + index)
+        axes.imshow(heatmap_image(step.heatmap, cmap=cmap, percentile=percentile), interpolation="nearest")
+        share = "of the layer" if index == 0 else "of the step above"
+        mark = " (followed)" if step.followed else ""
+        axes.set_title(f"{step.layer}:{step.concept}{mark}\n{step.share:+.1%} {share}", fontsize=8)
+        axes.set_xticks([])
+        axes.set_yticks([])
+        below = "\n".join(f"{c.layer}:{c.concept} {c.share:+.1%}" for c in step.candidates[:candidates])
+        axes.set_xlabel(f"next:\n{below}" if below else "", fontsize=7)
     return figure

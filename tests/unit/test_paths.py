@@ -1,0 +1,106 @@
+"""Concept paths equal plain loops; consistency scores equal hand-computed values on constructed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from zennit.composites import EpsilonPlus, EpsilonPlusFlat
+
+from glocal import Attributor
+from glocal.errors import InputError
+from glocal.paths import (
+    concept_path,
+    mean_jaccard,
+    path_consistency,
+    relevance_centroid,
+    spatial_agreement,
+)
+
+
+def _relevances(attributor, sample, condition, layer):
+    relevance = attributor(sample, condition, record=[layer], heatmap=False).relevances[layer][0]
+    return relevance.flatten(1).sum(1).double() if relevance.dim() > 1 else relevance.double()
+
+
+def test_steps_equal_plain_loops(conv_net, images):
+    attributor = Attributor(conv_net, EpsilonPlusFlat())
+    sample, target = images[:1], 1
+    top = int(_relevances(attributor, sample, {"y": [target]}, "8").argmax())
+    path = concept_path(attributor, sample, [("8", top)], target=target, k=3, follow=2)
+    assert [step.layer for step in path.steps] == ["8", "5", "2"]
+    assert [step.followed for step in path.steps] == [False, True, True]
+    layers = {"8": "5", "5": "2", "2": "0"}
+    for index, step in enumerate(path.steps):
+        above = {layer: [c] for layer, c in path.chain[:index]}
+        condition = {"y": [target], **above, step.layer: [step.concept]}
+        torch.testing.assert_close(step.heatmap, attributor(sample, condition).heatmap[0])
+        arriving = _relevances(attributor, sample, {"y": [target], **above}, step.layer)
+        assert step.relevance == pytest.approx(float(arriving[step.concept]), rel=1e-5, abs=1e-8)
+        lower = _relevances(attributor, sample, condition, layers[step.layer])
+        assert [c.concept for c in step.candidates] == lower.argsort(descending=True)[:3].tolist()
+        assert [c.relevance for c in step.candidates] == pytest.approx(lower.sort(descending=True).values[:3])
+        if index + 1 < len(path.steps):  # followed: the most relevant candidate
+            assert path.chain[index + 1] == (step.candidates[0].layer, step.candidates[0].concept)
+    share = path.steps[1].relevance / path.steps[0].relevance
+    assert path.steps[1].share == pytest.approx(share)
+
+
+def test_text_paths_and_bad_paths(skip_net, digits):
+    attributor = Attributor(skip_net, EpsilonPlus())
+    path = concept_path(attributor, digits[:1], "linear1:3 -> conv2:1", target=0, k=2)
+    assert str(path) == "linear1:3 -> conv2:1" and len(path.steps[1].candidates) == 2
+    assert all(c.layer == "conv1" for c in path.steps[1].candidates)
+    assert {c.layer for c in path.steps[0].candidates} <= {"conv2", "parallel.0"}
+    with pytest.raises(InputError, match="does not feed"):
+        concept_path(attributor, digits[:1], "conv2:1 -> linear1:3")
+    with pytest.raises(InputError, match="does not feed"):
+        concept_path(attributor, digits[:1], "conv2:1 -> parallel.0:0")  # parallel branches
+
+
+def test_consistency_helpers_hand_computed():
+    assert mean_jaccard([{1, 2}, {1, 2}]) == 1.0
+    assert mean_jaccard([{1, 2}, {3, 4}]) == 0.0
+    assert mean_jaccard([{1, 2, 3}, {2, 3, 4}, {1, 2, 3}]) == pytest.approx((2 / 4 + 3 / 3 + 2 / 4) / 3)
+    assert mean_jaccard([{1}]) == 1.0
+    heatmap = torch.zeros(5, 5)
+    heatmap[0, 0], heatmap[4, 4] = 1.0, 3.0  # centre of mass three quarters of the way to the corner
+    assert relevance_centroid(heatmap) == pytest.approx((0.75, 0.75))
+    assert relevance_centroid(-heatmap) is None  # no positive relevance
+    assert spatial_agreement([(0.5, 0.5), (0.5, 0.5), (0.5, 0.5)]) == 1.0
+    assert spatial_agreement([(0.0, 0.0), (1.0, 1.0)]) == pytest.approx(0.0)
+    points = [(0.0, 0.0), (0.0, 0.5), (0.5, 0.0)]  # distances 0.5, 0.5, sqrt(0.5)
+    assert spatial_agreement(points) == pytest.approx(1 - (1 + math.sqrt(0.5)) / 3 / math.sqrt(2))
+    assert math.isnan(spatial_agreement([(0.2, 0.3)]))
+
+
+def test_identical_images_agree_fully_and_shifted_ones_less(conv_net, images):
+    attributor = Attributor(conv_net, EpsilonPlusFlat())
+    same = images[:1].repeat(3, 1, 1, 1)
+    consistency = path_consistency(attributor, same, "8:2", targets=1, k=3, follow=1)
+    assert consistency.path_votes == ((str(consistency.paths[0]), 3),)
+    assert consistency.jaccard[0] == 1.0
+    for concept in consistency.concepts_at(0):
+        assert concept.votes == 3 and concept.frequency == 1.0
+        # identical heatmaps: the same centroid (or none, without positive relevance)
+        assert math.isnan(concept.spatial) or concept.spatial == pytest.approx(1.0)
+        assert concept.score == pytest.approx(1.0)
+    # votes and Jaccard over different images equal counts over their own paths
+    mixed = path_consistency(attributor, images, "8:2", targets=[1, 1, 1], k=3, follow=1)
+    tops = [{(c.layer, c.concept) for c in p.steps[0].candidates} for p in mixed.paths]
+    assert mixed.jaccard[0] == pytest.approx(mean_jaccard(tops))
+    for concept in mixed.concepts_at(0):
+        assert concept.votes == sum((concept.layer, concept.concept) in top for top in tops)
+    assert mixed.to_dict()["k"] == 3
+    with pytest.raises(InputError, match="one class per image"):
+        path_consistency(attributor, images, "8:2", targets=[1, 2])
+
+
+def test_path_figure(conv_net, images, tmp_path):
+    pytest.importorskip("matplotlib")
+    attributor = Attributor(conv_net, EpsilonPlusFlat())
+    path = concept_path(attributor, images[:1], "8:2", follow=2)
+    figure = path.figure(inputs=images[:1])
+    figure.savefig(tmp_path / "path.png")
+    assert len(figure.axes) == 4 and (tmp_path / "path.png").stat().st_size > 1000
