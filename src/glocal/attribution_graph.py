@@ -310,7 +310,7 @@ def attribution_graph(
         The output unit the relevance starts from; ``None``: the model's prediction.
     widths
         How many children each node keeps per input layer, level by level (e.g. ``[8, 4, 2]``); children are the
-        lower concepts with the largest relevance.
+        lower concepts with the largest relevance (concepts with exactly zero relevance are left out).
     layer_graph
         Which layers feed which; default :func:`~glocal.graph.trace_layers` over the model's conv and linear layers.
     heatmaps
@@ -370,7 +370,9 @@ def attribution_graph(
                     for name in lower:
                         scores = concept_relevance(result.relevances[name][m : m + 1], name)[0]
                         total = float(scores.abs().sum())
-                        for c in scores.argsort(descending=True, stable=True)[:width].tolist():
+                        ranked = scores.argsort(descending=True, stable=True)
+                        ranked = ranked[scores[ranked] != 0]  # a concept without relevance is no part of its parent
+                        for c in ranked[:width].tolist():
                             value = float(scores[c])
                             child = (*path, (name, int(c)))
                             relevance_of[child] = value

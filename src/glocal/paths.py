@@ -267,7 +267,8 @@ def _candidates(
     found: list[tuple[float, int, int, str]] = []
     for order, name in enumerate(lower):
         scores = attributor.concept(name).relevance(relevances[name])[0].double()
-        for c in scores.argsort(descending=True, stable=True)[:k].tolist():
+        ranked = scores.argsort(descending=True, stable=True)
+        for c in ranked[scores[ranked] != 0][:k].tolist():  # concepts without relevance are no candidates
             found.append((float(scores[c]), order, int(c), name))
     found.sort(key=lambda item: (-item[0], item[1], item[2]))
     return [Candidate(name, c, value, value / parent if parent else 0.0) for value, _, c, name in found[:k]]

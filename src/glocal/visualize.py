@@ -350,7 +350,7 @@ def graph_figure(
 ) -> Figure:
     """An attribution graph drawn as a tree: the root on top, each level below, every node with its heatmap.
 
-    A node is titled ``layer:concept`` with its share of the root's relevance; lines join children to parents,
+    A node is titled ``layer:concept`` with its share of its parent's relevance; lines join children to parents,
     thicker for a larger share of the parent. Nodes without a heatmap (``attribution_graph(..., heatmaps=False)``)
     are drawn as labelled boxes.
 
@@ -383,6 +383,7 @@ def graph_figure(
         x, depth = positions[node_id]
         return ((margin + x + 0.5) * size / fig_w, 1 - (0.5 + depth * size * 1.45 + size * 0.6) / fig_h)
 
+    share_of_parent = {edge.child: edge.share for edge in graph.edges}
     lines = figure.add_axes((0, 0, 1, 1))
     lines.set_xlim(0, 1)
     lines.set_ylim(0, 1)
@@ -406,7 +407,10 @@ def graph_figure(
             axes.imshow(heatmap_image(node.heatmap, cmap=cmap, percentile=percentile), interpolation="nearest")
         else:
             axes.set_facecolor("#f4f4f4")
-        title = f"{node.layer}:{node.concept}\n{node.share_of_root:+.1%}"
+        if node.depth:
+            title = f"{node.layer}:{node.concept}\n{share_of_parent[node.id]:+.1%} of parent"
+        else:
+            title = f"{node.layer}:{node.concept}\nroot, relevance {node.relevance:.3g}"
         axes.set_title(title, fontsize=7 if node.depth else 9, pad=2)
     if inputs is not None:
         image = inputs.detach().cpu()

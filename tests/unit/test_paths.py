@@ -39,8 +39,9 @@ def test_steps_equal_plain_loops(conv_net, images):
         arriving = _relevances(attributor, sample, {"y": [target], **above}, step.layer)
         assert step.relevance == pytest.approx(float(arriving[step.concept]), rel=1e-5, abs=1e-8)
         lower = _relevances(attributor, sample, condition, layers[step.layer])
-        assert [c.concept for c in step.candidates] == lower.argsort(descending=True)[:3].tolist()
-        assert [c.relevance for c in step.candidates] == pytest.approx(lower.sort(descending=True).values[:3])
+        ranked = [c for c in lower.argsort(descending=True, stable=True).tolist() if lower[c] != 0][:3]
+        assert [c.concept for c in step.candidates] == ranked  # concepts without relevance are no candidates
+        assert [c.relevance for c in step.candidates] == pytest.approx([float(lower[c]) for c in ranked])
         if index + 1 < len(path.steps):  # followed: the most relevant candidate
             assert path.chain[index + 1] == (step.candidates[0].layer, step.candidates[0].concept)
     share = path.steps[1].relevance / path.steps[0].relevance
