@@ -32,6 +32,11 @@ def test_demo_writes_a_figure_per_photo(tmp_path, caplog):
         assert image.size == (1000, 350)
     logged = caplog.text
     assert str(path) in logged and "Egyptian cat" in logged  # MobileNetV2's top-1 class for this photo
+    # the attribution graph and the concept path of the photo
+    for picture in ("graph-chelsea.png", "path-chelsea.png"):
+        with Image.open(tmp_path / picture) as image:
+            assert image.size[0] > 1000
+    assert "attribution graph of features.16.conv.2" in logged
 
 
 def test_missing_weights_give_a_clear_message(monkeypatch, caplog):

