@@ -46,6 +46,8 @@ oldest-zennit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py --threads 1
 	$(BIN)/python benchmarks/bench_index.py --threads 1 --repeats 3
+	$(BIN)/python benchmarks/bench_graph.py --threads 1 --repeats 3
+	$(BIN)/python benchmarks/bench_atlas.py --threads 1 --repeats 3
 
 clean:
 	rm -rf $(VENV) $(OLD_ZENNIT) demo-output .pytest_cache .mypy_cache .ruff_cache

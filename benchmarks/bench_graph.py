@@ -12,7 +12,9 @@ Each case decomposes one concept of one sample into lower-layer concepts with th
   with two levels is the same as zennit-crp's condition on the root and the parent).
 
 The layer graph (``trace_model_graph``) is built once per library before timing, as users do; its time is reported
-separately (``*_trace_s``). ``speedup = crp_s / glocal_s`` (target >= 5). The results must agree: the same nodes
+separately (``*_trace_s``). Times are seconds per call; a timed run makes as many calls in a row as fill about 0.25 s
+(``calls_per_run``, at least one), so that millisecond-scale cases average out timer noise. ``speedup = crp_s /
+glocal_s`` (target >= 5). The results must agree: the same nodes
 and connections in the same order, edge weights within ``1e-5`` (``max_rel_diff``: the largest difference relative
 to the largest weight among the same parent's edges; float32 round-off makes tiny weights differ relatively more).
 
@@ -181,10 +183,19 @@ def compare(ours: Any, theirs: Any) -> tuple[bool, float]:
     return same, worst
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+def timed(fn: Callable[[], Any], calls: int = 1) -> tuple[float, Any]:
+    """Seconds per call of ``fn``, averaged over ``calls`` calls in a row, and the last result."""
     start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+    for _ in range(calls):
+        result = fn()
+    return (time.perf_counter() - start) / calls, result
+
+
+def calls_for(fn: Callable[[], Any], budget: float = 0.25) -> int:
+    """How many calls of ``fn`` fill about ``budget`` seconds (at least one): millisecond-scale cases are timed
+    over many calls so that timer and scheduler noise average out."""
+    seconds, _ = timed(fn)
+    return max(1, min(200, round(budget / max(seconds, 1e-6))))
 
 
 def run_case(key: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -198,11 +209,17 @@ def run_case(key: str, args: argparse.Namespace) -> dict[str, Any]:
     ours = glocal_run(problem, our_graph)
     native_run(problem, layer_graph)
     same, worst = compare(ours, crp_result)
+    sides = {
+        "crp": lambda: crp_run(problem, crp_graph),
+        "glocal": lambda: glocal_run(problem, our_graph),
+        "native": lambda: native_run(problem, layer_graph),
+    }
+    calls = {name: calls_for(fn) for name, fn in sides.items()}
     crp_times, glocal_times, native_times = [], [], []
     for repeat in range(args.repeats):
-        crp_times.append(timed(lambda: crp_run(problem, crp_graph))[0])
-        glocal_times.append(timed(lambda: glocal_run(problem, our_graph))[0])
-        native_times.append(timed(lambda: native_run(problem, layer_graph))[0])
+        crp_times.append(timed(sides["crp"], calls["crp"])[0])
+        glocal_times.append(timed(sides["glocal"], calls["glocal"])[0])
+        native_times.append(timed(sides["native"], calls["native"])[0])
         log(
             f"[{key}] run {repeat + 1}: zennit-crp {crp_times[-1]:.3f} s, glocal compat {glocal_times[-1]:.3f} s, "
             f"glocal native {native_times[-1]:.3f} s"
@@ -219,18 +236,19 @@ def run_case(key: str, args: argparse.Namespace) -> dict[str, Any]:
         "same_nodes_and_connections": same,
         "max_rel_diff": worst,
         "repeats": args.repeats,
-        "crp_s": round(crp_s, 4),
-        "glocal_s": round(glocal_s, 4),
-        "native_s": round(statistics.median(native_times), 4),
+        "calls_per_run": calls,
+        "crp_s": round(crp_s, 5),
+        "glocal_s": round(glocal_s, 5),
+        "native_s": round(statistics.median(native_times), 5),
         "speedup": round(crp_s / glocal_s, 2),
         "native_speedup": round(crp_s / statistics.median(native_times), 2),
         "target_speedup": 5.0,
         "meets_speedup": crp_s / glocal_s >= 5.0,
         "crp_trace_s": round(crp_trace_s, 4),
         "glocal_trace_s": round(glocal_trace_s, 4),
-        "crp_runs_s": [round(t, 4) for t in crp_times],
-        "glocal_runs_s": [round(t, 4) for t in glocal_times],
-        "native_runs_s": [round(t, 4) for t in native_times],
+        "crp_runs_s": [round(t, 5) for t in crp_times],
+        "glocal_runs_s": [round(t, 5) for t in glocal_times],
+        "native_runs_s": [round(t, 5) for t in native_times],
     }
 
 

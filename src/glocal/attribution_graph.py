@@ -336,7 +336,9 @@ def attribution_graph(
             "decompose a conv or linear layer, or pass layer_graph=trace_layers(model, sample, layers=[...])"
         )
     below = [layer, *graph.upstream(layer)]
-    with attributor.session(data, layers=below, heatmap=False, sole_path=sole_path) as run:  # one forward pass
+    with attributor.session(  # one forward pass; without node heatmaps, nothing needs relevance at the input
+        data, layers=below, heatmap=False, sole_path=sole_path, input_grad=heatmaps
+    ) as run:
         prediction = run.output.detach()
         target = _resolve_target(prediction, target)
         shape = run.probes[layer].below.shape[1:]  # type: ignore[union-attr]

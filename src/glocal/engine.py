@@ -235,11 +235,13 @@ class Attributor:
         sole_path: bool = True,
         heatmap: bool = True,
         on_device: str | torch.device | None = None,
+        input_grad: bool = True,
     ) -> Iterator[Run]:
         """Run the forward pass once and yield a :class:`Run` whose ``attribute(conditions)`` can be called often.
 
-        ``layers`` lists the layers later conditions may name (besides ``record``). The model is restored when the
-        block ends.
+        ``layers`` lists the layers later conditions may name (besides ``record``). With ``input_grad=False`` (only
+        without heatmaps) the input stays out of the autograd graph and the layers fed by it run without their rule:
+        cheaper when only relevances at layers are needed. The model is restored when the block ends.
 
         Examples
         --------
@@ -260,8 +262,21 @@ class Attributor:
         probed = [*record, *layers]
         if start_layer is not None:
             probed.append(start_layer)
+        if heatmap and not input_grad:
+            raise ConditionError("heatmap=True needs input_grad=True: heatmaps are relevance at the input")
         with Session(self.model, self.composite, probed) as session:
-            yield Run(self, session, data, record, start_layer, init_rel, sole_path, heatmap, on_device)
+            yield Run(
+                self,
+                session,
+                data,
+                record,
+                start_layer,
+                init_rel,
+                sole_path,
+                heatmap,
+                on_device,
+                input_grad=input_grad,
+            )
 
     @contextmanager
     def attached(self, layers: Sequence[str]) -> Iterator[Callable[..., Run]]:

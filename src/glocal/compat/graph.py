@@ -142,7 +142,12 @@ class AttributionGraph:
             probed.append(parent_layer)
         attributor = Attributor(self.attribution.model, composite, concepts=translator.concepts, output_name=output)
         with attributor.session(
-            sample, layers=list(dict.fromkeys(probed)), start_layer=start_layer, sole_path=False, heatmap=False
+            sample,
+            layers=list(dict.fromkeys(probed)),
+            start_layer=start_layer,
+            sole_path=False,
+            heatmap=False,
+            input_grad=False,
         ) as run:
             level = [(layer_name, concept_id)]
             for w in width:
