@@ -162,15 +162,21 @@ class AttributionGraph:
                         translator.condition({name: [concept], **parent_condition}) for name, concept in decomposed
                     ]
                     result = run.attribute(conditions, record=input_layers, heatmap=False)
+                    # all conditions' concept relevances per lower layer at once (one row per condition)
+                    scores = {
+                        lower: self.layer_map[lower].attribute(result.relevances[lower], abs_norm=abs_norm)
+                        for lower in input_layers
+                    }
+                    ranked = {
+                        lower: torch.argsort(values, dim=1, descending=True)[:, :w].tolist()
+                        for lower, values in scores.items()
+                    }
                     for i, (name, concept) in enumerate(decomposed):
                         for lower in self.graph.find_input_layers(name):
-                            relevance = result.relevances[lower][[i]]
-                            scores = self.layer_map[lower].attribute(relevance, abs_norm=abs_norm)[0]
-                            chosen = torch.argsort(scores, descending=True)[:w].tolist()
+                            chosen = ranked[lower][i]
+                            row = scores[lower][i].tolist()
                             nodes.extend((lower, c) for c in chosen)
                             following.extend((lower, c) for c in chosen)
-                            connections.setdefault((name, concept), []).extend(
-                                (lower, c, scores[c].item()) for c in chosen
-                            )
+                            connections.setdefault((name, concept), []).extend((lower, c, row[c]) for c in chosen)
                 level = following
         return attrGraphResult(nodes, connections)
