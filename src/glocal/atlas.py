@@ -967,7 +967,8 @@ def atlas_thumbnails(
     Each thumbnail tiles a concept's ``n`` best reference samples (:func:`~glocal.concept_references`, all concepts of
     a layer sharing batches) in a square grid. With ``target`` the concepts are the class's top ones and their
     references the class's samples (the index's class statistics, ranked by ``relmax_sum``). ``options`` go to
-    :func:`~glocal.concept_references` (e.g. ``to_image``, ``cache``, ``batch_size``).
+    :func:`~glocal.concept_references` (e.g. ``to_image``, ``cache``, ``batch_size``; ``opacity`` defaults to 0.45
+    here, a lighter fade than full-size references).
     """
     from .references import concept_references, reference_grid
 
@@ -981,6 +982,8 @@ def atlas_thumbnails(
         concepts = atlas.top(layer, top, target)
         if not concepts:
             continue
+        # thumbnails are small: fade the irrelevant part less than full-size references do, so the context shows
+        options.setdefault("opacity", 0.45)
         references = concept_references(
             index, dataset, attributor, layer, concepts, mode=mode, n=n, label=target, size=size, **options
         )
