@@ -288,3 +288,59 @@ def test_record_and_heatmap_overridden_per_call(conv_net, images):
     torch.testing.assert_close(only.relevances["2"], full.relevances["2"])
     assert again.heatmap is not None and set(again.relevances) == {"0", "2"}
     torch.testing.assert_close(again.heatmap, full.heatmap)
+
+
+class _UnusualConvs(torch.nn.Module):
+    """Convolutions the direct transpose path handles (1d with dilation, 3d with strides, groups) and those that fall
+    back to autograd (string padding, reflect padding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv1d(2, 4, 5, stride=2, dilation=2, padding=3)
+        self.b = torch.nn.Conv2d(1, 3, 3, padding="same")
+        self.c = torch.nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+        self.d = torch.nn.Conv3d(1, 2, 3, stride=(1, 2, 2), padding=1)
+        self.e = torch.nn.Conv2d(4, 4, 3, groups=2, padding=1, bias=False)
+        self.fc = torch.nn.Linear(332, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.relu(self.a(x[:, :2, 0, :12])).flatten(1)
+        v = torch.relu(self.e(torch.relu(self.c(torch.relu(self.b(x[:, :1])))))).flatten(1)
+        cube = x[:, :1, None, :4, :8].expand(-1, -1, 4, -1, -1).reshape(-1, 1, 4, 4, 8)
+        w = torch.relu(self.d(cube)).flatten(1)
+        return self.fc(torch.cat([u, v, w], 1))
+
+
+def _zennit_heatmap(model, x, composite, target):
+    with Gradient(model=model, composite=composite) as attributor:
+        _, relevance = attributor(
+            x, lambda out: torch.nn.functional.one_hot(torch.full((x.shape[0],), target), out.shape[1]) * out
+        )
+    return relevance
+
+
+@pytest.mark.parametrize("case", ["mobilenet_v2", "resnet18", "unusual convolutions"])
+def test_input_relevance_equals_zennit_on_real_architectures(case):
+    """Each layer type's relevance step (kept modified weights and their transpose, or autograd) equals zennit."""
+    from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox
+
+    torch.manual_seed(0)
+    if case == "unusual convolutions":
+        model, x = _UnusualConvs().eval(), torch.rand(2, 3, 8, 8)
+        make = [EpsilonPlusFlat, EpsilonAlpha2Beta1]
+    else:
+        torchvision = pytest.importorskip("torchvision")
+        model = getattr(torchvision.models, case)(num_classes=5).eval()
+        x = torch.randn(2, 3, 48, 48)
+        if case == "mobilenet_v2":
+            from glocal.canonizers import MobileNetV2Canonizer
+
+            make = [lambda: EpsilonGammaBox(low=-3.0, high=3.0, canonizers=[MobileNetV2Canonizer()])]
+        else:
+            from zennit.torchvision import ResNetCanonizer
+
+            make = [lambda: EpsilonAlpha2Beta1(canonizers=[ResNetCanonizer()])]
+    for composite in make:
+        expected = _zennit_heatmap(model, x, composite(), target=1)
+        ours = Attributor(model, composite())(x, {"y": [1]}).input_relevance
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
