@@ -19,8 +19,8 @@ images with their labels, ``EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])
     ``atlas_s / bare_s``; the target is at most 2.
 ``regional_s``, ``bare_regional_s``, ``regional_over_bare``
     The same for the regional atlas (``region=centre_square(--region-size)``, 14 pixels): its bare passes are, per
-    batch, the forward pass, one backward pass from the labels, and one ``run.region_relevance`` (the
-    double-backward pass that scores all units of a layer by the relevance they put inside the region) per layer.
+    batch, the forward pass, one backward pass from the labels, and one ``run.region_relevance`` over all layers (one
+    double-backward pass that scores all units of the layers by the relevance they put inside the region).
 
 Each side runs once untimed on two batches first; then the four sides alternate ``--repeats`` times (atlas, bare,
 regional atlas, bare regional) so that slow drifts of the machine's load hit all of them; medians are reported and
@@ -117,7 +117,7 @@ def run_atlas(problem: Problem, n: int, regional: bool) -> ConceptAtlas:
 
 
 def run_bare(problem: Problem, n: int, regional: bool) -> None:
-    """Per batch: one forward pass, one backward pass from the labels (and one region double-backward per layer)."""
+    """Per batch: one forward pass, one backward pass from the labels (and one region double-backward pass)."""
     attributor = glocal.Attributor(problem.model, epsilon_plus_merge_bn())
     square = centre_square(problem.region_size)
     for inputs, labels in problem.batches(n):
@@ -125,9 +125,7 @@ def run_bare(problem: Problem, n: int, regional: bool) -> None:
             condition = glocal.Condition(targets=glocal.PerSample([[label] for label in labels]))
             run.attribute(condition)
             if regional:
-                mask = square(inputs)
-                for layer in LAYERS:
-                    run.region_relevance(layer, mask, condition)
+                run.region_relevance(LAYERS, square(inputs), condition)
 
 
 def median(values: list[float]) -> float:
@@ -182,7 +180,7 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
         "bare_regional_s": round(bare_regional_s, 4),
         "regional_over_bare": round(regional_s / bare_regional_s, 3),
         "bare_method": "glocal sessions per batch: forward recording the layers, one backward from the labels",
-        "bare_regional_method": "as bare_s, plus one Run.region_relevance per layer",
+        "bare_regional_method": "as bare_s, plus one Run.region_relevance over all layers",
         "agreement": {
             layer: {name: None if math.isnan(value) else round(value, 4) for name, value in scores.items()}
             for layer, scores in agreement.items()

@@ -654,8 +654,8 @@ def concept_atlas(
 
     Per batch the model runs one forward pass and one backward pass from each sample's target down to the lowest
     layer (rules and probes are attached once for all batches; predictions come from that same forward pass). With a
-    ``region``, each layer instead takes a backward pass from the targets to the layer and one double-backward pass
-    that scores all its concepts by the relevance they put inside the region (:meth:`~glocal.Run.region_relevance`).
+    ``region``, one more double-backward pass scores the concepts of all layers by the relevance they put inside the
+    region (:meth:`~glocal.Run.region_relevance`).
 
     Parameters
     ----------
@@ -755,7 +755,8 @@ def _layer_relevances(
         result = run.attribute(condition)
         return {name: attributor.concept(name).relevance(result.relevances[name]) for name in layers}
     mask = _batch_region(region, batch)
-    return {name: attributor.concept(name).relevance(run.region_relevance(name, mask, condition)) for name in layers}
+    inside = run.region_relevance(list(layers), mask, condition)  # all layers: one backward, one double-backward
+    return {name: attributor.concept(name).relevance(inside[name]) for name in layers}
 
 
 # -- fragmentation ----------------------------------------------------------------------------------------------------

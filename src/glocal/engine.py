@@ -24,7 +24,7 @@ import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, overload
 
 import torch
 import zennit.core
@@ -585,12 +585,22 @@ class Run:
             n_conditions=m_total,
         )
 
+    @overload
+    def region_relevance(  # type: ignore[overload-overlap]  # a str is a Sequence[str]: the first match wins
+        self, layer: str, region: torch.Tensor, condition: Condition | Mapping[str, Any]
+    ) -> torch.Tensor: ...
+
+    @overload
+    def region_relevance(
+        self, layer: Sequence[str], region: torch.Tensor, condition: Condition | Mapping[str, Any]
+    ) -> dict[str, torch.Tensor]: ...
+
     def region_relevance(
         self,
-        layer: str,
+        layer: str | Sequence[str],
         region: torch.Tensor,
         condition: Condition | Mapping[str, Any],
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
         """Relevance of each unit of ``layer`` that ends up inside an input ``region``.
 
         For a unit (or concept) ``c`` of ``layer`` this is ``sum_{i in region} R(x_i | theta, c)``: how much of the
@@ -602,7 +612,8 @@ class Run:
         Parameters
         ----------
         layer
-            The layer whose units are scored (named when the session was opened).
+            The layer whose units are scored (named when the session was opened), or several layers: they share one
+            backward pass to the layers and one double-backward pass.
         region
             ``(H, W)``, ``(N, H, W)`` or input-shaped ``(N, *input_shape)`` weights, usually 0/1.
         condition
@@ -610,19 +621,21 @@ class Run:
 
         Returns
         -------
-        torch.Tensor
+        torch.Tensor or dict
             ``(N, *layer_shape)``; summed over units it equals the region's share of the heatmap restricted to what
-            passes ``layer``.
+            passes ``layer``. For several layers, a dict from layer name to such a tensor.
         """
         (condition,) = as_conditions(condition, self.attributor.output_name)
         if not self.input.requires_grad:
             raise ConditionError("region_relevance needs relevance at the input: start the run with input_grad=True")
-        if layer not in self.probes:
-            raise ConditionError(f"layer {layer!r} was not named when the session was opened; add it to `layers`")
-        if layer in condition.layers:
-            raise ConditionError(
-                f"the condition already restricts {layer!r}; region_relevance scores every unit of that layer"
-            )
+        names = [layer] if isinstance(layer, str) else list(dict.fromkeys(layer))
+        for name in names:
+            if name not in self.probes:
+                raise ConditionError(f"layer {name!r} was not named when the session was opened; add it to `layers`")
+            if name in condition.layers:
+                raise ConditionError(
+                    f"the condition already restricts {name!r}; region_relevance scores every unit of that layer"
+                )
         region = torch.as_tensor(region).to(self.input)
         spatial = self.input.shape[2:]
         if region.shape == spatial or (region.shape[1:] == spatial and region.dim() == len(spatial) + 1):
@@ -634,24 +647,30 @@ class Run:
                 f"the region has shape {tuple(region.shape)}; it must match the input's spatial shape "
                 f"{tuple(spatial)} (optionally with a batch dimension) or the input shape {tuple(self.input.shape)}"
             ) from None
-        probe_condition = Condition(targets=condition.targets, layers={**condition.layers, layer: ()})
-        propagate = self._sole_path if self.sole_path else self._parallel_paths
-        saved = self.record, self.heatmap
-        self.record, self.heatmap = [*[r for r in self.record if r != layer], layer], False
-        try:
-            ((_, results),) = list(propagate([(0, probe_condition, self._chain(probe_condition))]))
-        finally:
-            self.record, self.heatmap = saved
-        arriving = results.get(layer)
-        assert arriving is not None
-        below = self._below(layer)
-        probe = torch.zeros_like(below, requires_grad=True)
+        if len(names) == 1:
+            # the relevance arriving at the layer, with the layer itself closed so the backward pass stops there
+            probe_condition = Condition(targets=condition.targets, layers={**condition.layers, names[0]: ()})
+            propagate = self._sole_path if self.sole_path else self._parallel_paths
+            saved = self.record, self.heatmap
+            self.record, self.heatmap = [*[r for r in self.record if r != names[0]], names[0]], False
+            try:
+                ((_, results),) = list(propagate([(0, probe_condition, self._chain(probe_condition))]))
+            finally:
+                self.record, self.heatmap = saved
+            arriving = {names[0]: results.get(names[0])}
+        else:
+            arriving = dict(self.attribute(condition, record=names, heatmap=False).relevances)
+        belows = [self._below(name) for name in names]
+        probes = [torch.zeros_like(below, requires_grad=True) for below in belows]
         with torch.enable_grad():
-            (lowered,) = torch.autograd.grad(below, self.input, probe, retain_graph=True, create_graph=True)
-            (transposed,) = torch.autograd.grad((lowered * region).sum(), probe, retain_graph=True, allow_unused=True)
-        if transposed is None:
-            return torch.zeros_like(arriving)
-        return self._move(transposed * arriving)
+            (lowered,) = torch.autograd.grad(belows, self.input, probes, retain_graph=True, create_graph=True)
+            transposed = torch.autograd.grad((lowered * region).sum(), probes, retain_graph=True, allow_unused=True)
+        out = {}
+        for name, probe, to_region in zip(names, probes, transposed, strict=True):
+            value = arriving[name]
+            assert value is not None
+            out[name] = self._move(torch.zeros_like(probe) if to_region is None else to_region * value)
+        return out[names[0]] if isinstance(layer, str) else out
 
     def _move(self, tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.detach()

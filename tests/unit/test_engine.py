@@ -344,3 +344,18 @@ def test_input_relevance_equals_zennit_on_real_architectures(case):
         expected = _zennit_heatmap(model, x, composite(), target=1)
         ours = Attributor(model, composite())(x, {"y": [1]}).input_relevance
         torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("sole_path", [True, False])
+def test_region_relevance_of_several_layers_equals_one_at_a_time(skip_net, digits, sole_path):
+    attributor = Attributor(skip_net, EpsilonPlus(canonizers=[SequentialMergeBatchNorm()]))
+    region = torch.zeros(16, 16)
+    region[4:12, 2:10] = 1.0
+    layers = ["conv1", "conv2", "parallel.0"]
+    for condition in ({"y": [1]}, Condition(targets=PerSample([[0], [2], [1]]), layers={"linear1": [3, 5]})):
+        with attributor.session(digits, layers=[*layers, "linear1"], sole_path=sole_path) as run:
+            together = run.region_relevance(layers, region, condition)
+            assert list(together) == layers
+            for layer in layers:
+                alone = run.region_relevance(layer, region, condition)
+                torch.testing.assert_close(together[layer], alone, rtol=1e-5, atol=1e-7)
