@@ -41,9 +41,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -58,7 +56,7 @@ import torch
 # bench_engine.py sits beside this script (the script's folder is on sys.path when run as a script)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import glocal
-from bench_engine import FashionNet, epsilon_plus_merge_bn, log, machine
+from bench_engine import FashionNet, emit_rows, epsilon_plus_merge_bn, log
 from bench_index import LabelledImages
 from glocal.atlas import ConceptAtlas, centre_square, concept_atlas
 
@@ -221,26 +219,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = open(args.json_out, "w") if args.json_out else None  # noqa: SIM115 - kept open while the case runs
-    try:
-
-        def emit(row: dict[str, Any]) -> None:
-            text = json.dumps(row)
-            print(text, flush=True)
-            if out is not None:
-                out.write(text + "\n")
-                out.flush()
-
-        emit(machine())
-        load_before = os.getloadavg()[0]
-        row = run_case(args)
-        row["load_avg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-        emit(row)
-    finally:
-        if out is not None:
-            out.close()
+    emit_rows(args.threads, args.json_out, [lambda: run_case(args)])
     return 0
 
 

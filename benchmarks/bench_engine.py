@@ -87,7 +87,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -602,11 +602,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = open(args.json_out, "w") if args.json_out else None  # noqa: SIM115 - kept open while cases run
+def emit_rows(threads: int | None, json_out: str | None, cases: Iterable[Callable[[], dict[str, Any]]]) -> None:
+    """Set torch's threads, then print the machine line and one JSON line per case (the shared CLI output).
+
+    Each case runs when its turn comes; its line gets the load average before and after it, and goes to stdout and,
+    line by line as cases finish, to ``json_out``.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    out = open(json_out, "w") if json_out else None  # noqa: SIM115 - kept open while the cases run
     try:
 
         def emit(row: dict[str, Any]) -> None:
@@ -617,15 +621,20 @@ def main(argv: list[str] | None = None) -> int:
                 out.flush()
 
         emit(machine())
-        for key in args.cases:
+        for case in cases:
             load_before = os.getloadavg()[0]
-            row = run_case(CASES[key], args)
+            row = case()
             row["load_avg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             emit(row)
             gc.collect()
     finally:
         if out is not None:
             out.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    emit_rows(args.threads, args.json_out, [lambda key=key: run_case(CASES[key], args) for key in args.cases])
     return 0
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import statistics
 import sys
 import time
@@ -53,7 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import glocal
-from bench_engine import FashionNet, epsilon_plus_flat, epsilon_plus_merge_bn, log, machine
+from bench_engine import FashionNet, emit_rows, epsilon_plus_flat, epsilon_plus_merge_bn, log
 from glocal.attribution_graph import attribution_graph
 from glocal.compat import AttributionGraph, ChannelConcept, CondAttribution, trace_model_graph
 from glocal.layers import get_layer_names
@@ -272,13 +271,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = [machine(), *(run_case(key, args) for key in args.cases)]
-    text = "\n".join(json.dumps(row) for row in rows)
-    print(text, flush=True)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n", encoding="utf-8")
+    emit_rows(args.threads, args.json_out, [lambda key=key: run_case(key, args) for key in args.cases])
     return 0
 
 

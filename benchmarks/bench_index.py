@@ -63,9 +63,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -85,10 +82,10 @@ from bench_engine import (
     MB,
     FashionNet,
     PeakMemory,
+    emit_rows,
     epsilon_plus_flat,
     epsilon_plus_merge_bn,
     log,
-    machine,
 )
 from glocal.index.build import build_index
 from glocal.references import concept_references
@@ -430,28 +427,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = open(args.json_out, "w") if args.json_out else None  # noqa: SIM115 - kept open while cases run
-    try:
-
-        def emit(row: dict[str, Any]) -> None:
-            text = json.dumps(row)
-            print(text, flush=True)
-            if out is not None:
-                out.write(text + "\n")
-                out.flush()
-
-        emit(machine())
-        for key in args.cases:
-            load_before = os.getloadavg()[0]
-            row = run_case(CASES[key], args)
-            row["load_avg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-            emit(row)
-            gc.collect()
-    finally:
-        if out is not None:
-            out.close()
+    emit_rows(args.threads, args.json_out, [lambda key=key: run_case(CASES[key], args) for key in args.cases])
     return 0
 
 

@@ -256,25 +256,17 @@ class Attributor:
         """
         check_gradients_enabled()
         data = check_input(data)
-        if isinstance(record, str):
-            record = [record]
-        record = list(dict.fromkeys(record))
-        probed = [*record, *layers]
-        if start_layer is not None:
-            probed.append(start_layer)
-        if heatmap and not input_grad:
-            raise ConditionError("heatmap=True needs input_grad=True: heatmaps are relevance at the input")
-        with Session(self.model, self.composite, probed) as session:
-            yield Run(
-                self,
-                session,
+        names = [record] if isinstance(record, str) else list(dict.fromkeys(record))
+        probed = [*names, *layers, *([start_layer] if start_layer is not None else [])]
+        with self.attached(probed) as begin:
+            yield begin(
                 data,
-                record,
-                start_layer,
-                init_rel,
-                sole_path,
-                heatmap,
-                on_device,
+                record=names,
+                start_layer=start_layer,
+                init_rel=init_rel,
+                sole_path=sole_path,
+                heatmap=heatmap,
+                on_device=on_device,
                 input_grad=input_grad,
             )
 

@@ -207,20 +207,22 @@ def concept_path(
         previous = float(layer_relevance[first_concept])
         total = float(layer_relevance.abs().sum())
         steps: list[PathStep] = []
+        arriving: dict[str, torch.Tensor] = {}  # relevance at the layers below the previous step, given the path
         index = 0
         while index < len(chain):
             layer, concept = chain[index]
             condition = Condition(targets=(target,), layers={name: (c,) for name, c in chain[: index + 1]})
             lower = list(graph.inputs[layer])
-            result = run.attribute(condition, record=lower, heatmap=True)
+            # the next given step may lie further down than the layers feeding this one: record it in the same pass
+            record = [*lower, chain[index + 1][0]] if index + 1 < len(chain) else lower
+            result = run.attribute(condition, record=list(dict.fromkeys(record)), heatmap=True)
             assert result.heatmap is not None
             if index == 0:
                 relevance, share = previous, previous / total if total else 0.0
             else:
-                upper_condition = Condition(targets=(target,), layers={name: (c,) for name, c in chain[:index]})
-                above = run.attribute(upper_condition, record=[layer], heatmap=False).relevances[layer]
-                relevance = float(attributor.concept(layer).relevance(above)[0, concept])
+                relevance = float(attributor.concept(layer).relevance(arriving[layer])[0, concept])
                 share = relevance / previous if previous else 0.0
+            arriving = result.relevances
             candidates = _candidates(attributor, result.relevances, lower, relevance, k)
             if candidate_heatmaps and candidates:
                 conditions = [

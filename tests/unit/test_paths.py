@@ -105,3 +105,16 @@ def test_path_figure(conv_net, images, tmp_path):
     figure = path.figure(inputs=images[:1])
     figure.savefig(tmp_path / "path.png")
     assert len(figure.axes) == 4 and (tmp_path / "path.png").stat().st_size > 1000
+
+
+def test_a_step_that_skips_layers_has_its_conditional_relevance(conv_net, images):
+    """A path may jump over layers (here 8 -> 2, past 5): the step's relevance is still R(2:c | 8:c0)."""
+    attributor = Attributor(conv_net, EpsilonPlusFlat())
+    sample = images[:1]
+    top = int(_relevances(attributor, sample, {"y": [1]}, "8").argmax())
+    low = int(_relevances(attributor, sample, {"y": [1], "8": [top]}, "2").argmax())
+    path = concept_path(attributor, sample, [("8", top), ("2", low)], target=1, k=2)
+    expected = _relevances(attributor, sample, {"y": [1], "8": [top]}, "2")[low]
+    assert path.steps[1].relevance == pytest.approx(float(expected), rel=1e-5)
+    assert path.steps[1].share == pytest.approx(float(expected) / path.steps[0].relevance, rel=1e-5)
+    assert [c.layer for c in path.steps[1].candidates] == ["0", "0"]
