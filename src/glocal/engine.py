@@ -11,6 +11,9 @@ everything above their lowest conditioned layer ``l``:
 
 Step 2 is where concepts differ; its cost per concept is about one plain gradient backward through the layers below
 ``l``, because each LRP rule's modified forward terms were computed once in the forward pass (see ``glocal.rules``).
+Where these passes are small (a small model, one sample), the group's conditions share one vectorised backward pass,
+since then the fixed cost of a pass dominates. The relevance arriving at a layer under the conditions above it is
+kept for the run's later calls: the next level of an attribution graph starts where the previous level ended.
 
 ``sole_path=True`` (zennit-crp's ``exclude_parallel``) lets relevance reach lower layers only through the conditioned
 layers; the engine sorts the layers by their order in the forward pass, whatever order the user gave. With
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, overload
 
@@ -36,6 +39,11 @@ from .results import Attribution
 from .session import Session
 
 __all__ = ["Attributor", "InitRelevance", "Run"]
+
+# members of one group share a vectorised backward pass up to this many elements of the largest probed tensor
+_BATCHED_ELEMENTS = 1 << 20
+# relevances computed for the lowest conditioned layer of a call that a run keeps for later calls (elements)
+_KEPT_ELEMENTS = 1 << 22
 
 InitRelevance = Callable[[torch.Tensor], torch.Tensor] | torch.Tensor | float | int | None
 
@@ -370,8 +378,15 @@ class Run:
         self.order = {name: probe.order for name, probe in self.probes.items()}
         self._masks: dict[tuple[str, Ids], torch.Tensor] = {}
         self._feeds_cache: dict[tuple[str, str], bool] = {}
-        self._prefix_cache: dict[Any, dict[Any, torch.Tensor | None]] = {}
+        # relevance arriving at a layer (or the input: None) under a key of the conditions above it (_cached_grads)
+        self._arriving: dict[tuple[Any, ...], torch.Tensor | None] = {}
+        self._kept_elements = 0  # of member results in _arriving, capped at _KEPT_ELEMENTS
         self._around_cache: dict[tuple[str | None, str], bool] = {}
+        # elements one member's backward pass handles at most (a probed activation or the input, whole batch)
+        self._member_elements = max(
+            [self.input.numel(), *(self._below(name).numel() for name in self.probes)], default=1
+        )
+        self._batch_members = True
         if start_layer is not None:
             self.root = self._below(start_layer)
         else:
@@ -678,6 +693,81 @@ class Run:
         )
         return dict(zip(targets.keys(), grads, strict=True))
 
+    def _member_grads(
+        self,
+        source: torch.Tensor,
+        names: Sequence[str | None],
+        relevances: Iterable[torch.Tensor],
+        keys: Iterable[tuple[Any, ...] | None] | None = None,
+    ) -> Iterator[dict[Any, torch.Tensor | None]]:
+        """The relevance arriving at ``names`` (``None``: the input) from ``source`` for each of ``relevances``.
+
+        Members whose backward passes are small share one vectorised backward pass (``is_grads_batched``): for a
+        small model the per-pass overhead, not the arithmetic, dominates. Batches are capped at
+        ``_BATCHED_ELEMENTS`` elements of the largest tensor the run probed, so memory stays bounded; a model whose
+        backward pass cannot be vectorised falls back to one pass per member for the rest of the run. With ``keys``
+        (see :meth:`_cached_grads`), results this run already has are reused and new ones are kept, up to
+        ``_KEPT_ELEMENTS`` elements, for later calls (a graph's next level starts where this one ended).
+        """
+        size = max(1, _BATCHED_ELEMENTS // self._member_elements) if self._batch_members and names else 1
+        pending: list[tuple[tuple[Any, ...] | None, torch.Tensor]] = []
+        for relevance, key in zip(relevances, keys if keys is not None else itertools.repeat(None), strict=False):
+            if key is not None and all((key, name) in self._arriving for name in names):
+                yield from self._batched_grads(source, names, pending)
+                pending = []
+                yield {name: self._arriving[key, name] for name in names}
+                continue
+            pending.append((key, relevance))
+            if len(pending) >= size:
+                yield from self._batched_grads(source, names, pending)
+                pending = []
+        yield from self._batched_grads(source, names, pending)
+
+    def _batched_grads(
+        self,
+        source: torch.Tensor,
+        names: Sequence[str | None],
+        pending: list[tuple[tuple[Any, ...] | None, torch.Tensor]],
+    ) -> list[dict[Any, torch.Tensor | None]]:
+        if not pending:
+            return []
+        targets = self._targets(names)
+        results: list[dict[Any, torch.Tensor | None]] | None = None
+        relevances = [relevance for _, relevance in pending]
+        if len(pending) > 1 and names and self._batch_members and not any(r.requires_grad for r in relevances):
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    batched = torch.autograd.grad(
+                        source,
+                        list(targets.values()),
+                        grad_outputs=torch.stack(relevances),
+                        retain_graph=True,
+                        allow_unused=True,
+                        is_grads_batched=True,
+                    )
+            except (RuntimeError, NotImplementedError):
+                self._batch_members = False
+            else:
+                for w in caught:
+                    if "performance drop" in str(w.message):
+                        self._batch_members = False  # an op without a vectorised rule: later, a plain loop
+                    else:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                results = [
+                    {name: None if g is None else g[i] for name, g in zip(names, batched, strict=True)}
+                    for i in range(len(pending))
+                ]
+        if results is None:
+            results = [self._grad(source, targets, relevance) for relevance in relevances]
+        for (key, _), grads in zip(pending, results, strict=True):
+            size = sum(g.numel() for g in grads.values() if g is not None)
+            if key is not None and self._kept_elements + size <= _KEPT_ELEMENTS:
+                self._kept_elements += size
+                for name, grad in grads.items():
+                    self._arriving[key, name] = grad
+        return results
+
     def _records_between(self, upper: int | None, lower: str | None, chain: Sequence[str]) -> list[str]:
         """Recorded layers (not in ``chain``) that ran before order ``upper`` and lie on a path from ``lower``.
 
@@ -730,20 +820,13 @@ class Run:
         top = self.order[self.start_layer] if self.start_layer is not None else None
         shared: dict[Any, torch.Tensor | None] = self._start_records(first)
         upper_order = top
-        targets: dict[Any, torch.Tensor]
+        base = (first.targets, self.start_layer and first.layers.get(self.start_layer))
         for index, layer in enumerate(chain):
-            # the relevance arriving at a chain layer depends only on the chain above it: later calls of this run
+            # the relevance arriving at a layer depends only on the conditions above it: later calls of this run
             # (e.g. the next level of an attribution graph) reuse it instead of running that backward pass again
-            key = (first.targets, tuple((name, first.layers[name]) for name in chain[: index + 1]), tuple(self.record))
-            cached = self._prefix_cache.get(key)
-            if cached is None:
-                targets = {layer: self._above(layer)}
-                for name in self._records_between(upper_order, layer, chain):
-                    targets[name] = self._above(name)
-                grads = self._grad(source, targets, relevance)
-                self._prefix_cache[key] = dict(grads)
-            else:
-                grads = dict(cached)
+            names: list[str | None] = [layer, *self._records_between(upper_order, layer, chain)]
+            key = (*base, tuple((name, first.layers[name]) for name in chain[:index]))
+            grads = self._cached_grads(key, source, relevance, names)
             arriving = grads.pop(layer)
             if arriving is None:
                 above = (
@@ -763,21 +846,37 @@ class Run:
                 relevance = arriving * self._mask(layer, first.layers[layer], first)
                 source = self._below(layer)
             upper_order = self.order[layer]
-        lower_records = self._records_between(upper_order, None, chain)
-        for m, condition, _ in members:
-            results = dict(shared)
-            if chain:
-                lowest = chain[-1]
-                assert arriving is not None
-                member_relevance = arriving * self._mask(lowest, condition.layers[lowest], condition)
-                member_source = self._below(lowest)
-            else:
-                member_relevance, member_source = relevance, source
-            targets = {name: self._above(name) for name in lower_records}
-            if self.heatmap:
-                targets[None] = self.input
-            results.update(self._grad(member_source, targets, member_relevance))
-            yield m, results
+        lower: list[str | None] = [*self._records_between(upper_order, None, chain)]
+        if self.heatmap:
+            lower.append(None)
+        if chain:
+            lowest = chain[-1]
+            assert arriving is not None
+            member_source = self._below(lowest)
+            relevances = (arriving * self._mask(lowest, c.layers[lowest], c) for _, c, _ in members)
+        else:  # no conditioned layer: every member is the same condition
+            member_source = source
+            relevances = (relevance for _ in members)
+        keys = [(*base, tuple((name, c.layers[name]) for name in chain)) for _, c, _ in members]
+        for (m, _, _), grads in zip(members, self._member_grads(member_source, lower, relevances, keys), strict=True):
+            yield m, {**shared, **grads}
+
+    def _cached_grads(
+        self, key: tuple[Any, ...], source: torch.Tensor, relevance: torch.Tensor, names: Sequence[str | None]
+    ) -> dict[str | None, torch.Tensor | None]:
+        """The relevance arriving at ``names`` (``None``: the input) from ``source``, reusing what this run has seen.
+
+        ``key`` identifies ``relevance`` (the targets, the start layer's concepts and the conditions down to the
+        layer whose output ``source`` is): the same key and name always mean the same gradient.
+        """
+        missing = [name for name in names if (key, name) not in self._arriving]
+        if missing:
+            for name, grad in self._grad(source, self._targets(missing), relevance).items():
+                self._arriving[key, name] = grad
+        return {name: self._arriving[key, name] for name in names}
+
+    def _targets(self, names: Sequence[str | None]) -> dict[str | None, torch.Tensor]:
+        return {name: self.input if name is None else self._above(name) for name in names}
 
     def _around(self, target: str | None, blocked: str) -> bool:
         """Whether relevance from the root reaches layer ``target`` (``None``: the input) avoiding layer ``blocked``."""
@@ -856,16 +955,19 @@ class Run:
         below_names = [
             name for name in self.record if name != self.start_layer and self.order[name] < self.order[lowest]
         ]
-        for m, condition, _ in members:
+        if arriving is None:
+            for m, _, _ in members:
+                yield m, dict(bypass)
+            return
+        names: list[str | None] = [*below_names]
+        if self.heatmap:
+            names.append(None)
+        relevances = (arriving * self._mask(lowest, c.layers[lowest], c) for _, c, _ in members)
+        for (m, _, _), grads in zip(members, self._member_grads(self._below(lowest), names, relevances), strict=True):
             results = dict(bypass)
-            if arriving is not None:
-                lower_targets: dict[Any, torch.Tensor] = {name: self._above(name) for name in below_names}
-                if self.heatmap:
-                    lower_targets[None] = self.input
-                member_relevance = arriving * self._mask(lowest, condition.layers[lowest], condition)
-                for key, value in self._grad(self._below(lowest), lower_targets, member_relevance).items():
-                    if value is None:
-                        continue
-                    previous = results.get(key)
-                    results[key] = value if previous is None else previous + value
+            for key, value in grads.items():
+                if value is None:
+                    continue
+                previous = results.get(key)
+                results[key] = value if previous is None else previous + value
             yield m, results

@@ -81,13 +81,42 @@ def _same_params(modified: torch.nn.Module, params: dict[str, torch.nn.Parameter
 
 
 def _nonzero(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` has any nonzero (or NaN) entry; for floats via min/max, several times faster than any()."""
+    """Whether ``tensor`` has any nonzero (or NaN) entry; counted for small tensors, for large floats via min/max
+    (both several times faster than any())."""
     if tensor.numel() == 0:
         return False
-    if not tensor.is_floating_point() or tensor.numel() <= _SMALL:
+    if tensor.numel() <= _SMALL:
+        return bool(torch.count_nonzero(tensor))
+    if not tensor.is_floating_point():
         return bool(tensor.any())
     low, high = torch.aminmax(tensor)
     return bool((low != 0) | (high != 0))
+
+
+_SCALARS: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
+    """A shared 0-dim tensor holding ``value`` with ``like``'s dtype and device (never modified in place)."""
+    key = (value, like.dtype, like.device)
+    scalar = _SCALARS.get(key)
+    if scalar is None:
+        scalar = _SCALARS[key] = torch.full((), value, dtype=like.dtype, device=like.device)
+    return scalar
+
+
+def _coefficient(reducer: Callable[..., Any], k: int, terms: int, like: torch.Tensor) -> Any:
+    """``c_k`` of a product-form reducer ``sum_j c_j * x_j * g_j``: the reducer at ``x_j = g_j = [j == k]``."""
+    try:
+        units = [1.0 if j == k else 0.0 for j in range(terms)]
+        value = reducer(units, units)  # most reducers are plain arithmetic: Python numbers are cheapest
+        if isinstance(value, int | float):
+            return value
+    except (TypeError, AttributeError, RuntimeError):  # a reducer using torch functions: give it tensors
+        pass
+    one, zero = _scalar(1.0, like), _scalar(0.0, like)
+    units_t = [one if j == k else zero for j in range(terms)]
+    return reducer(units_t, units_t)
 
 
 class ModifiedParameters:
@@ -110,17 +139,53 @@ class ModifiedParameters:
         if token != self._token:
             terms = []
             for param_mod in self.hook.param_modifiers:
-                with _modified_module(self.hook, param_mod, self.module) as modified:
-                    bias = getattr(modified, "bias", None)
-                    terms.append(
-                        (
+                term = _direct_term(param_mod, self.module, params)
+                if term is None:
+                    with _modified_module(self.hook, param_mod, self.module) as modified:
+                        bias = getattr(modified, "bias", None)
+                        term = (
                             modified.weight.detach(),
                             None if bias is None else bias.detach(),
                             _same_params(modified, params),
                         )
-                    )
+                terms.append(term)
             self._terms, self._token = terms, token
         return self._terms
+
+
+def _direct_term(
+    param_mod: Any, module: torch.nn.Module, params: dict[str, torch.nn.Parameter]
+) -> tuple[torch.Tensor, torch.Tensor | None, bool] | None:
+    """What ``zennit.core.ParamMod`` would set ``module``'s weight and bias to, without setting them (its context
+    manager replaces and restores the parameters, several times slower); ``None`` where that shortcut does not apply
+    (zennit <= 0.4.6, a ParamMod subclass, missing parameters)."""
+    param_mod_type = getattr(zennit.core, "ParamMod", None)
+    if param_mod_type is None:
+        return None
+    if not isinstance(param_mod, param_mod_type):
+        if not callable(param_mod):
+            return None
+        param_mod = param_mod_type(param_mod)
+    elif type(param_mod).__call__ is not param_mod_type.__call__:
+        return None
+    keys = list(params) if param_mod.param_keys is None else list(param_mod.param_keys)
+    if "weight" not in params or any(key not in params and not hasattr(module, key) for key in keys):
+        return None  # zennit raises or skips: let it
+    modifier = zennit.core.zero_wrap(param_mod.zero_params or [])(param_mod.modifier)
+    values: dict[str, torch.Tensor | None] = {"weight": params.get("weight"), "bias": params.get("bias")}
+    unchanged = True
+    for key in keys:
+        param = params.get(key)
+        if param is None:
+            continue
+        value = modifier(param.data, key)
+        unchanged = unchanged and (
+            value.data_ptr() == param.data_ptr() and value.shape == param.shape and value.stride() == param.stride()
+        )
+        values[key] = value
+    weight, bias = values["weight"], values["bias"]
+    assert weight is not None
+    return weight.detach(), None if bias is None else bias.detach(), unchanged
 
 
 def _affine(
@@ -219,8 +284,8 @@ class BasicRuleStep(RelevanceStep):
         self.outputs: list[torch.Tensor] = []  # z_k, with an autograd graph back to ...
         self._grad_inputs: list[torch.Tensor] = []  # ... these tensors
         self.live: list[bool] = []
-        params = dict(module.named_parameters(recurse=False))
         cached = parameters.terms() if parameters is not None else None
+        params = {} if cached is not None else dict(module.named_parameters(recurse=False))
         self.module = module
         self._transposed: dict[int, torch.Tensor] = {}  # term -> weight whose transpose maps relevance down
         self._reused: set[int] = set()  # terms whose output is the module's own
@@ -289,7 +354,7 @@ class BasicRuleStep(RelevanceStep):
                 for k, (d, z) in enumerate(zip(detached, self.outputs, strict=True))
             ]
         self._detached_outputs = detached
-        zero = torch.zeros((), dtype=original.dtype, device=original.device)
+        zero = _scalar(0.0, original)
         self._reducer_inputs = [x.detach() if live else zero for x, live in zip(self.inputs, self.live, strict=True)]
         self._zero = zero
         if self.multipliers is not None:
@@ -306,12 +371,7 @@ class BasicRuleStep(RelevanceStep):
         self._scaled_input: torch.Tensor | None = None
         if may_skip and len(self._live_terms) == 1:
             (k,) = self._live_terms
-            unit = torch.ones((), dtype=original.dtype, device=original.device)
-            coefficient = hook.reducer(
-                [unit if j == k else zero for j in range(len(self.inputs))],
-                [unit if j == k else zero for j in range(len(self.inputs))],
-            )
-            self._scaled_input = self._reducer_inputs[k] * coefficient
+            self._scaled_input = self._reducer_inputs[k] * _coefficient(hook.reducer, k, len(self.inputs), original)
 
     def propagate(self, relevance: torch.Tensor) -> torch.Tensor:
         live = self._live_terms
