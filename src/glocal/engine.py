@@ -24,6 +24,7 @@ heatmap is then the part that bypasses ``l`` (computed once per group) plus the 
 from __future__ import annotations
 
 import itertools
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,7 +41,9 @@ from .session import Session
 
 __all__ = ["Attributor", "InitRelevance", "Run"]
 
-# members of one group share a vectorised backward pass up to this many elements of the largest probed tensor
+# members of one group share a vectorised backward pass when one member's pass takes less than this (its fixed
+# costs dominate), up to this many elements of the largest probed tensor
+_BATCH_BELOW_SECONDS = 1e-3
 _BATCHED_ELEMENTS = 1 << 20
 # relevances computed for the lowest conditioned layer of a call that a run keeps for later calls (elements)
 _KEPT_ELEMENTS = 1 << 22
@@ -387,6 +390,7 @@ class Run:
             [self.input.numel(), *(self._below(name).numel() for name in self.probes)], default=1
         )
         self._batch_members = True
+        self._pass_seconds: float | None = None  # how long one member's backward pass took (the first one timed)
         if start_layer is not None:
             self.root = self._below(start_layer)
         else:
@@ -702,14 +706,14 @@ class Run:
     ) -> Iterator[dict[Any, torch.Tensor | None]]:
         """The relevance arriving at ``names`` (``None``: the input) from ``source`` for each of ``relevances``.
 
-        Members whose backward passes are small share one vectorised backward pass (``is_grads_batched``): for a
-        small model the per-pass overhead, not the arithmetic, dominates. Batches are capped at
-        ``_BATCHED_ELEMENTS`` elements of the largest tensor the run probed, so memory stays bounded; a model whose
-        backward pass cannot be vectorised falls back to one pass per member for the rest of the run. With ``keys``
+        Members whose backward passes are quick share one vectorised backward pass (``is_grads_batched``): for a
+        small model the fixed cost of a pass, not the arithmetic, dominates. The run times its first member pass;
+        below ``_BATCH_BELOW_SECONDS`` later members go in batches of at most ``_BATCHED_ELEMENTS`` elements of the
+        largest tensor the run probed, so memory stays bounded. A model whose backward pass cannot be vectorised
+        falls back to one pass per member for the rest of the run. With ``keys``
         (see :meth:`_cached_grads`), results this run already has are reused and new ones are kept, up to
         ``_KEPT_ELEMENTS`` elements, for later calls (a graph's next level starts where this one ended).
         """
-        size = max(1, _BATCHED_ELEMENTS // self._member_elements) if self._batch_members and names else 1
         pending: list[tuple[tuple[Any, ...] | None, torch.Tensor]] = []
         for relevance, key in zip(relevances, keys if keys is not None else itertools.repeat(None), strict=False):
             if key is not None and all((key, name) in self._arriving for name in names):
@@ -718,10 +722,16 @@ class Run:
                 yield {name: self._arriving[key, name] for name in names}
                 continue
             pending.append((key, relevance))
-            if len(pending) >= size:
+            if len(pending) >= self._batch_size(names):
                 yield from self._batched_grads(source, names, pending)
                 pending = []
         yield from self._batched_grads(source, names, pending)
+
+    def _batch_size(self, names: Sequence[str | None]) -> int:
+        quick = self._pass_seconds is not None and self._pass_seconds < _BATCH_BELOW_SECONDS
+        if not (quick and names and self._batch_members):
+            return 1
+        return max(1, _BATCHED_ELEMENTS // self._member_elements)
 
     def _batched_grads(
         self,
@@ -758,13 +768,20 @@ class Run:
                     {name: None if g is None else g[i] for name, g in zip(names, batched, strict=True)}
                     for i in range(len(pending))
                 ]
+        if results is None and self._pass_seconds is None and names:
+            start = time.perf_counter()
+            results = [self._grad(source, targets, relevances[0])]
+            self._pass_seconds = time.perf_counter() - start
+            results += [self._grad(source, targets, relevance) for relevance in relevances[1:]]
         if results is None:
             results = [self._grad(source, targets, relevance) for relevance in relevances]
         for (key, _), grads in zip(pending, results, strict=True):
-            size = sum(g.numel() for g in grads.values() if g is not None)
-            if key is not None and self._kept_elements + size <= _KEPT_ELEMENTS:
+            # relevance at layers is what later calls start from; heatmaps are not kept
+            kept = {name: grad for name, grad in grads.items() if name is not None}
+            size = sum(g.numel() for g in kept.values() if g is not None)
+            if key is not None and kept and self._kept_elements + size <= _KEPT_ELEMENTS:
                 self._kept_elements += size
-                for name, grad in grads.items():
+                for name, grad in kept.items():
                     self._arriving[key, name] = grad
         return results
 
