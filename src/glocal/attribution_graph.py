@@ -350,7 +350,8 @@ def attribution_graph(
         plain = run.attribute(Condition(targets=(target,)), record=[layer])
         root_relevance = float(concept_relevance(plain.relevances[layer], layer)[0, int(concept)])
         root_path: Path_ = ((layer, int(concept)),)
-        nodes = [_node(root_path, root_relevance, root_relevance)]
+        ids = {root_path: _path_id(root_path)}
+        nodes = [_node(root_path, ids[root_path], root_relevance, root_relevance)]
         relevance_of = {root_path: root_relevance}
         edges: list[ConceptEdge] = []
         frontier = [root_path]
@@ -366,24 +367,30 @@ def attribution_graph(
                     continue
                 conditions = [Condition(targets=(target,), layers={name: (c,) for name, c in path}) for path in paths]
                 result = run.attribute(conditions, record=lower, heatmap=False)
+                # all members' concept relevances per lower layer at once: one row per member
+                rows, totals, orders = {}, {}, {}
+                for name in lower:
+                    scores = concept_relevance(result.relevances[name], name)
+                    rows[name] = scores.tolist()
+                    totals[name] = scores.abs().sum(1).tolist()
+                    orders[name] = scores.argsort(dim=1, descending=True, stable=True).tolist()
                 for m, path in enumerate(paths):
                     parent_relevance = relevance_of[path]
                     found: list[tuple[Path_, ConceptEdge]] = []
                     for name in lower:
-                        scores = concept_relevance(result.relevances[name][m : m + 1], name)[0]
-                        total = float(scores.abs().sum())
-                        ranked = scores.argsort(descending=True, stable=True)
-                        ranked = ranked[scores[ranked] != 0]  # a concept without relevance is no part of its parent
-                        for c in ranked[:width].tolist():
-                            value = float(scores[c])
+                        row, total = rows[name][m], totals[name][m]
+                        # a concept without relevance is no part of its parent
+                        for c in [c for c in orders[name][m] if row[c] != 0][:width]:
+                            value = row[c]
                             child = (*path, (name, int(c)))
                             relevance_of[child] = value
+                            ids[child] = f"{ids[path]}/{name}:{c}"
                             found.append(
                                 (
                                     child,
                                     ConceptEdge(
-                                        child=_path_id(child),
-                                        parent=_path_id(path),
+                                        child=ids[child],
+                                        parent=ids[path],
                                         relevance=value,
                                         share=_ratio(value, parent_relevance),
                                         normalized=_ratio(value, total),
@@ -393,7 +400,7 @@ def attribution_graph(
                     children_of[path] = found
             for path in frontier:  # keep breadth-first order: parents in order, children most relevant first
                 for child, edge in children_of.get(path, []):
-                    nodes.append(_node(child, relevance_of[child], root_relevance))
+                    nodes.append(_node(child, ids[child], relevance_of[child], root_relevance))
                     edges.append(edge)
                     next_frontier.append(child)
             frontier = next_frontier
@@ -412,10 +419,10 @@ def _ratio(value: float, total: float) -> float:
     return value / total if total != 0 and math.isfinite(total) else 0.0
 
 
-def _node(path: Path_, relevance: float, root_relevance: float) -> ConceptNode:
+def _node(path: Path_, id: str, relevance: float, root_relevance: float) -> ConceptNode:
     layer, concept = path[-1]
     return ConceptNode(
-        id=_path_id(path),
+        id=id,
         layer=layer,
         concept=concept,
         path=path,

@@ -921,9 +921,12 @@ class Run:
         """Whether no relevance can pass around the conditioned layers: then both path settings agree exactly.
 
         Every path from the root to each conditioned layer crosses the one above it, and every recorded layer (and
-        the input, for heatmaps) lies below the lowest one and is reached only through it.
+        the input, for heatmaps) lies below the lowest one and is reached only through it. Without conditioned
+        layers there is nothing to pass around.
         """
-        if not chain or self.start_layer is not None:
+        if not chain:
+            return True
+        if self.start_layer is not None:
             return False
         lowest = chain[-1]
         if any(self._around(lower, upper) for upper, lower in itertools.pairwise(chain)):

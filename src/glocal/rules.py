@@ -482,8 +482,9 @@ def attach_rules(model: torch.nn.Module, composite: zennit.core.Composite | None
     if composite is None:
         return handles
     try:
-        for canonizer in composite.canonizers:
-            handles.extend(canonizer.apply(model))
+        with torch.no_grad():  # canonizers rewrite parameters; none of that needs an autograd graph
+            for canonizer in composite.canonizers:
+                handles.extend(canonizer.apply(model))
         ctx: dict[Any, Any] = {}
         for name, module in model.named_modules():
             template = composite.module_map(ctx, name, module)
