@@ -12,7 +12,7 @@ Each case decomposes one concept of one sample into lower-layer concepts with th
   with two levels is the same as zennit-crp's condition on the root and the parent).
 
 The layer graph (``trace_model_graph``) is built once per library before timing, as users do; its time is reported
-separately (``*_trace_s``). Times are seconds per call; a timed run makes as many calls in a row as fill about 0.25 s
+separately (``*_trace_s``). Times are seconds per call; a timed run makes as many calls in a row as fill about 1 s
 (``calls_per_run``, at least one), so that millisecond-scale cases average out timer noise. ``speedup = crp_s /
 glocal_s`` (target >= 5). The results must agree: the same nodes
 and connections in the same order, edge weights within ``1e-5`` (``max_rel_diff``: the largest difference relative
@@ -190,11 +190,11 @@ def timed(fn: Callable[[], Any], calls: int = 1) -> tuple[float, Any]:
     return (time.perf_counter() - start) / calls, result
 
 
-def calls_for(fn: Callable[[], Any], budget: float = 0.25) -> int:
+def calls_for(fn: Callable[[], Any], budget: float = 1.0) -> int:
     """How many calls of ``fn`` fill about ``budget`` seconds (at least one): millisecond-scale cases are timed
     over many calls so that timer and scheduler noise average out."""
     seconds, _ = timed(fn)
-    return max(1, min(200, round(budget / max(seconds, 1e-6))))
+    return max(1, min(1000, round(budget / max(seconds, 1e-6))))
 
 
 def run_case(key: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -23,10 +23,11 @@ heatmap is then the part that bypasses ``l`` (computed once per group) plus the 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, overload
 
@@ -701,10 +702,11 @@ class Run:
         self,
         source: torch.Tensor,
         names: Sequence[str | None],
-        relevances: Iterable[torch.Tensor],
-        keys: Iterable[tuple[Any, ...] | None] | None = None,
+        relevances: Sequence[Callable[[], torch.Tensor]],
+        keys: Sequence[tuple[Any, ...] | None] | None = None,
     ) -> Iterator[dict[Any, torch.Tensor | None]]:
-        """The relevance arriving at ``names`` (``None``: the input) from ``source`` for each of ``relevances``.
+        """The relevance arriving at ``names`` (``None``: the input) from ``source`` for each of ``relevances`` (each
+        computed only when its pass runs).
 
         Members whose backward passes are quick share one vectorised backward pass (``is_grads_batched``): for a
         small model the fixed cost of a pass, not the arithmetic, dominates. The run times its first member pass;
@@ -721,7 +723,7 @@ class Run:
                 pending = []
                 yield {name: self._arriving[key, name] for name in names}
                 continue
-            pending.append((key, relevance))
+            pending.append((key, relevance()))
             if len(pending) >= self._batch_size(names):
                 yield from self._batched_grads(source, names, pending)
                 pending = []
@@ -832,7 +834,8 @@ class Run:
 
     def _sole_path(self, members: list[tuple[int, Condition, list[str]]]) -> Iterator[tuple[int, dict[Any, Any]]]:
         _, first, chain = members[0]
-        relevance = self._root_relevance(first)
+        # the relevance leaving the segment's source, computed only when a pass needs it (not when kept)
+        relevance: Callable[[], torch.Tensor] = functools.cache(functools.partial(self._root_relevance, first))
         source = self.root
         top = self.order[self.start_layer] if self.start_layer is not None else None
         shared: dict[Any, torch.Tensor | None] = self._start_records(first)
@@ -860,26 +863,34 @@ class Run:
             if layer in self.record:
                 shared[layer] = arriving
             if index < len(chain) - 1:
-                relevance = arriving * self._mask(layer, first.layers[layer], first)
+                relevance = functools.partial(self._masked, arriving, layer, first)
                 source = self._below(layer)
             upper_order = self.order[layer]
         lower: list[str | None] = [*self._records_between(upper_order, None, chain)]
         if self.heatmap:
             lower.append(None)
+        relevances: list[Callable[[], torch.Tensor]]
         if chain:
             lowest = chain[-1]
             assert arriving is not None
             member_source = self._below(lowest)
-            relevances = (arriving * self._mask(lowest, c.layers[lowest], c) for _, c, _ in members)
+            relevances = [functools.partial(self._masked, arriving, lowest, c) for _, c, _ in members]
         else:  # no conditioned layer: every member is the same condition
             member_source = source
-            relevances = (relevance for _ in members)
+            relevances = [relevance] * len(members)
         keys = [(*base, tuple((name, c.layers[name]) for name in chain)) for _, c, _ in members]
         for (m, _, _), grads in zip(members, self._member_grads(member_source, lower, relevances, keys), strict=True):
             yield m, {**shared, **grads}
 
+    def _masked(self, relevance: torch.Tensor, layer: str, condition: Condition) -> torch.Tensor:
+        return relevance * self._mask(layer, condition.layers[layer], condition)
+
     def _cached_grads(
-        self, key: tuple[Any, ...], source: torch.Tensor, relevance: torch.Tensor, names: Sequence[str | None]
+        self,
+        key: tuple[Any, ...],
+        source: torch.Tensor,
+        relevance: Callable[[], torch.Tensor],
+        names: Sequence[str | None],
     ) -> dict[str | None, torch.Tensor | None]:
         """The relevance arriving at ``names`` (``None``: the input) from ``source``, reusing what this run has seen.
 
@@ -888,7 +899,7 @@ class Run:
         """
         missing = [name for name in names if (key, name) not in self._arriving]
         if missing:
-            for name, grad in self._grad(source, self._targets(missing), relevance).items():
+            for name, grad in self._grad(source, self._targets(missing), relevance()).items():
                 self._arriving[key, name] = grad
         return {name: self._arriving[key, name] for name in names}
 
@@ -982,7 +993,7 @@ class Run:
         names: list[str | None] = [*below_names]
         if self.heatmap:
             names.append(None)
-        relevances = (arriving * self._mask(lowest, c.layers[lowest], c) for _, c, _ in members)
+        relevances = [functools.partial(self._masked, arriving, lowest, c) for _, c, _ in members]
         for (m, _, _), grads in zip(members, self._member_grads(self._below(lowest), names, relevances), strict=True):
             results = dict(bypass)
             for key, value in grads.items():

@@ -495,7 +495,8 @@ def attach_rules(model: torch.nn.Module, composite: zennit.core.Composite | None
                 handles.append(template.copy().register(module))
                 continue
             hooks = _RuleHooks(factory)
-            handles.append(module.register_forward_pre_hook(hooks.pre_forward))
+            if getattr(module, "inplace", False):
+                handles.append(module.register_forward_pre_hook(hooks.pre_forward))
             handles.append(module.register_forward_hook(hooks.post_forward))
     except BaseException:
         for handle in reversed(handles):
