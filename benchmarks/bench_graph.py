@@ -26,6 +26,11 @@ b  the trained FashionMNIST CNN of ``../shared/data`` (validation image 0), ``Ep
    ``SequentialMergeBatchNorm``, the most relevant unit of ``linear1`` for the predicted class, widths ``[8, 4]``
    (``linear1`` is fed by ``conv2`` and the parallel branch ``parallel.0``; ``conv2`` by ``conv1``).
 
+Process state matters for (b): run alone in a fresh process, zennit-crp's larger tensors go through ``mmap`` until the
+allocator has freed bigger ones, which makes it about 20 % slower than after case (a) (or than with
+``MALLOC_MMAP_THRESHOLD_=33554432``); glocal's one-sample tensors are not affected. The default run (a, then b)
+gives the lower, conservative speed-up for (b).
+
 Output: one JSON object per line on stdout (the ``"machine"`` line first); progress on stderr. Use ``--threads 1``
 and ``--repeats 3`` or more for numbers you report.
 
