@@ -36,7 +36,7 @@ import zennit.core
 
 from .concepts import ChannelConcept, Concept
 from .conditions import OUTPUT, Condition, Ids, as_conditions
-from .errors import ConditionError, GlocalWarning, GradientDisabledError, InputError, TargetError
+from .errors import ConditionError, GradientDisabledError, InputError, TargetError, warn
 from .results import Attribution
 from .session import Session
 
@@ -460,11 +460,9 @@ class Run:
         relevance = self._initial(base)
         if self.start_layer is not None:
             if condition.targets is not None:
-                warnings.warn(
+                warn(
                     f"the condition's targets {condition.targets} have no effect because the backward pass starts at "
-                    f"start_layer {self.start_layer!r}; drop the targets or the start_layer",
-                    GlocalWarning,
-                    stacklevel=5,
+                    f"start_layer {self.start_layer!r}; drop the targets or the start_layer"
                 )
             if self.start_layer in condition.layers:
                 relevance = relevance * self._mask(self.start_layer, condition.layers[self.start_layer], condition)

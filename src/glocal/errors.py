@@ -5,6 +5,11 @@ Every message says what was expected, what came, and how to fix it.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import warnings
+from pathlib import Path
+
 __all__ = [
     "ConceptError",
     "ConditionError",
@@ -50,3 +55,18 @@ class GradientDisabledError(GlocalError, RuntimeError):
 
 class GlocalWarning(UserWarning):
     """Something glocal did on the user's behalf, or a setting that may give surprising results."""
+
+
+_PACKAGE = str(Path(__file__).resolve().parent)
+_PLUMBING = {contextlib.__file__}
+
+
+def warn(message: str) -> None:
+    """Emit a :class:`GlocalWarning` attributed to the user's line: the first caller outside glocal (and outside
+    the standard library's context-manager plumbing), however deep inside glocal the warning arose."""
+    level, frame = 2, sys._getframe(1)
+    while frame.f_back is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE) or frame.f_code.co_filename in _PLUMBING
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, GlocalWarning, stacklevel=level)

@@ -14,14 +14,13 @@ The gate is an identity whose backward multiplies by the probe's ``mask`` when o
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 import zennit.core
 
-from .errors import GlocalWarning, LayerError
+from .errors import LayerError, warn
 from .layers import resolve_layers
 from .rules import attach_rules
 
@@ -157,12 +156,10 @@ class Session:
             if module.training and isinstance(module, torch.nn.modules.batchnorm._BatchNorm | torch.nn.Dropout)
         ]
         if dynamic:
-            warnings.warn(
+            warn(
                 f"the model is in training mode and has batch norm or dropout layers ({', '.join(dynamic[:3])}"
                 f"{', ...' if len(dynamic) > 3 else ''}). Explanations need fixed statistics, so glocal runs it in "
-                "eval mode and restores training mode afterwards. Call model.eval() first to silence this warning.",
-                GlocalWarning,
-                stacklevel=4,
+                "eval mode and restores training mode afterwards. Call model.eval() first to silence this warning."
             )
         self._training = {module: module.training for module in self.model.modules()}
         self.model.eval()

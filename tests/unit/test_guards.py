@@ -110,6 +110,23 @@ def test_training_mode_warns_and_is_restored(skip_net, digits):
     torch.testing.assert_close(training.heatmap, evaluated.heatmap)
 
 
+def test_warnings_point_at_the_users_line(skip_net, digits):
+    """However deep inside glocal a warning arises, it names the caller's file and line, not glocal's."""
+    skip_net.train()
+    attributor = Attributor(skip_net, EpsilonPlus())
+    with pytest.warns(GlocalWarning, match="training mode") as caught, attributor.session(digits, layers=["conv2"]):
+        pass  # raised in the session's set-up, through contextlib
+    assert skip_net.training
+    skip_net.eval()
+    with pytest.warns(GlocalWarning, match="have no effect") as more:
+        attributor(digits, {"y": [0], "conv1": [1]}, start_layer="conv2")
+    session = attributor.session(digits, layers=["conv1"], start_layer="conv2")
+    with session as run, pytest.warns(GlocalWarning, match="have no effect") as inside:
+        run.attribute({"y": [0], "conv1": [1]})
+    for record in [*caught, *more, *inside]:
+        assert record.filename == __file__, record.filename
+
+
 def test_no_warning_in_eval_mode(skip_net, digits):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
