@@ -768,13 +768,13 @@ class Run:
                     {name: None if g is None else g[i] for name, g in zip(names, batched, strict=True)}
                     for i in range(len(pending))
                 ]
-        if results is None and self._pass_seconds is None and names:
-            start = time.perf_counter()
-            results = [self._grad(source, targets, relevances[0])]
-            self._pass_seconds = time.perf_counter() - start
-            results += [self._grad(source, targets, relevance) for relevance in relevances[1:]]
         if results is None:
-            results = [self._grad(source, targets, relevance) for relevance in relevances]
+            results = []
+            for relevance in relevances:
+                start = time.perf_counter()
+                results.append(self._grad(source, targets, relevance))
+                if self._pass_seconds is None and names:  # the first pass tells whether batching pays off
+                    self._pass_seconds = time.perf_counter() - start
         for (key, _), grads in zip(pending, results, strict=True):
             # relevance at layers is what later calls start from; heatmaps are not kept
             kept = {name: grad for name, grad in grads.items() if name is not None}

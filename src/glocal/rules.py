@@ -42,18 +42,7 @@ _PRODUCT_REDUCER_RULES: tuple[type, ...] = tuple(
 _AFFINE_MODULES = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
 # modules whose forward is a plain function of (input, weight, bias): their modified parameters can be kept
 _FUNCTIONAL_AFFINE = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-_SMALL = 1 << 16  # below this many elements, any() beats min/max
-
-
-def _bias_output(module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
-    """What the (modified) affine ``module`` returns for an all-zero input whose true output is shaped ``output``."""
-    bias = getattr(module, "bias", None)
-    if bias is None:
-        return torch.zeros_like(output)
-    bias = bias.detach().to(output)
-    if isinstance(module, torch.nn.Linear):
-        return bias.expand_as(output).clone()
-    return bias.view(1, -1, *([1] * (output.dim() - 2))).expand_as(output).clone()
+_SMALL = 1 << 16  # up to this many elements, counting beats min/max
 
 
 def _modified_module(hook: BasicHook, param_modifier: Any, module: torch.nn.Module) -> Any:
@@ -68,16 +57,17 @@ def _modified_module(hook: BasicHook, param_modifier: Any, module: torch.nn.Modu
 
 def _same_params(modified: torch.nn.Module, params: dict[str, torch.nn.Parameter]) -> bool:
     """Whether the parameter modifier left every parameter of the module as it is (same memory, same shape)."""
-    for name, param in params.items():
-        now = getattr(modified, name, None)
-        if (
-            now is None
-            or now.data_ptr() != param.data_ptr()
-            or now.shape != param.shape
-            or now.stride() != param.stride()
-        ):
-            return False
-    return True
+    return all(_same_tensor(getattr(modified, name, None), param) for name, param in params.items())
+
+
+def _same_tensor(value: torch.Tensor | None, param: torch.Tensor) -> bool:
+    """Whether ``value`` is ``param``'s memory, seen the same way (a modifier that changed nothing)."""
+    return (
+        value is not None
+        and value.data_ptr() == param.data_ptr()
+        and value.shape == param.shape
+        and value.stride() == param.stride()
+    )
 
 
 def _nonzero(tensor: torch.Tensor) -> bool:
@@ -162,11 +152,8 @@ def _direct_term(
     param_mod_type = getattr(zennit.core, "ParamMod", None)
     if param_mod_type is None:
         return None
-    if not isinstance(param_mod, param_mod_type):
-        if not callable(param_mod):
-            return None
-        param_mod = param_mod_type(param_mod)
-    elif type(param_mod).__call__ is not param_mod_type.__call__:
+    param_mod = param_mod_type.ensure(param_mod)
+    if type(param_mod).__call__ is not param_mod_type.__call__:
         return None
     keys = list(params) if param_mod.param_keys is None else list(param_mod.param_keys)
     if "weight" not in params or any(key not in params and not hasattr(module, key) for key in keys):
@@ -179,9 +166,7 @@ def _direct_term(
         if param is None:
             continue
         value = modifier(param.data, key)
-        unchanged = unchanged and (
-            value.data_ptr() == param.data_ptr() and value.shape == param.shape and value.stride() == param.stride()
-        )
+        unchanged = unchanged and _same_tensor(value, param)
         values[key] = value
     weight, bias = values["weight"], values["bias"]
     assert weight is not None
@@ -223,7 +208,7 @@ def _bias_map(module: torch.nn.Module, bias: torch.Tensor | None, output: torch.
     """What an affine ``module`` with ``bias`` returns for an all-zero input whose true output is shaped ``output``."""
     if bias is None:
         return torch.zeros_like(output)
-    bias = bias.to(output)
+    bias = bias.detach().to(output)
     if isinstance(module, torch.nn.Linear):
         return bias.expand_as(output).clone()
     return bias.view(1, -1, *([1] * (output.dim() - 2))).expand_as(output).clone()
@@ -335,7 +320,7 @@ class BasicRuleStep(RelevanceStep):
                 elif live or not isinstance(module, _AFFINE_MODULES):
                     modified_output = out_mod(modified.forward(modified_input))
                 else:  # an affine layer maps a zero input to its bias: no need to run it
-                    modified_output = out_mod(_bias_output(modified, output))
+                    modified_output = out_mod(_bias_map(modified, getattr(modified, "bias", None), output))
             self.inputs.append(modified_input)
             self.outputs.append(modified_output)
             self._grad_inputs.append(grad_input)
