@@ -368,19 +368,18 @@ def attribution_graph(
                 conditions = [Condition(targets=(target,), layers={name: (c,) for name, c in path}) for path in paths]
                 result = run.attribute(conditions, record=lower, heatmap=False)
                 # all members' concept relevances per lower layer at once: one row per member
-                rows, totals, orders = {}, {}, {}
+                rows, totals, chosen = {}, {}, {}
                 for name in lower:
                     scores = concept_relevance(result.relevances[name], name)
                     rows[name] = scores.tolist()
                     totals[name] = scores.abs().sum(1).tolist()
-                    orders[name] = scores.argsort(dim=1, descending=True, stable=True).tolist()
+                    chosen[name] = _ranked(scores, width)
                 for m, path in enumerate(paths):
                     parent_relevance = relevance_of[path]
                     found: list[tuple[Path_, ConceptEdge]] = []
                     for name in lower:
                         row, total = rows[name][m], totals[name][m]
-                        # a concept without relevance is no part of its parent
-                        for c in [c for c in orders[name][m] if row[c] != 0][:width]:
+                        for c in chosen[name][m]:
                             value = row[c]
                             child = (*path, (name, int(c)))
                             relevance_of[child] = value
@@ -413,6 +412,16 @@ def attribution_graph(
     return ConceptGraph(
         nodes=tuple(nodes), edges=tuple(edges), target=target, widths=widths, prediction=prediction.cpu()
     )
+
+
+def _ranked(scores: torch.Tensor, k: int) -> list[list[int]]:
+    """Per row of ``(M, C)`` concept scores, the ids of the ``k`` largest, ties to the lower id. Concepts with zero
+    relevance are left out: they are no part of the concept above."""
+    values = scores.tolist()
+    return [
+        [c for c in order if row[c] != 0][:k]
+        for order, row in zip(scores.argsort(dim=1, descending=True, stable=True).tolist(), values, strict=True)
+    ]
 
 
 def _ratio(value: float, total: float) -> float:

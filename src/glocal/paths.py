@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .attribution_graph import _check_concept, _one_sample, _resolve_target, parse_path
+from .attribution_graph import _check_concept, _one_sample, _ranked, _resolve_target, parse_path
 from .conditions import Condition
 from .engine import Attributor, check_gradients_enabled, check_input
 from .errors import InputError, LayerError
@@ -268,10 +268,9 @@ def _candidates(
     """The ``k`` most relevant concepts over all ``lower`` layers (ties: the earlier layer, then the lower id)."""
     found: list[tuple[float, int, int, str]] = []
     for order, name in enumerate(lower):
-        scores = attributor.concept(name).relevance(relevances[name])[0].double()
-        ranked = scores.argsort(descending=True, stable=True)
-        for c in ranked[scores[ranked] != 0][:k].tolist():  # concepts without relevance are no candidates
-            found.append((float(scores[c]), order, int(c), name))
+        scores = attributor.concept(name).relevance(relevances[name])[:1].double()
+        row = scores[0].tolist()
+        found.extend((row[c], order, c, name) for c in _ranked(scores, k)[0])
     found.sort(key=lambda item: (-item[0], item[1], item[2]))
     return [Candidate(name, c, value, value / parent if parent else 0.0) for value, _, c, name in found[:k]]
 
