@@ -1,0 +1,254 @@
+"""Right rules by default: the LRP composite (rules and canonizers) for a model, chosen from its structure.
+
+``glocal.Attributor(model, "auto")`` (and every glocal entry point that takes a composite) calls :func:`auto`, which
+detects the architecture and returns the composite the LRP literature recommends for it:
+
+=================  ================================================================================================
+architecture       composite
+=================  ================================================================================================
+``vgg``            first conv: box rule, convs: z+ (``ZPlus``), dense: epsilon. No canonizer needed.
+``vgg_bn``         the same, with each batch norm merged into the conv before it.
+``resnet``         the same rules; :class:`zennit.torchvision.ResNetCanonizer` merges the batch norms and routes each
+                   residual add through a ``Sum`` module (``Norm`` rule: relevance split in proportion to the summands).
+``mobilenet_v2``   see :data:`MOBILENET_V2` (the one place that defines it).
+``cnn``            any other model with convolutions: as ``vgg``.
+``cnn_bn``         the same, with every batch norm that directly follows a conv or dense layer merged into it (found
+                   from the data flow, whatever the module tree looks like).
+``generic``        no convolution (e.g. an MLP): epsilon on every dense layer, batch norms merged where possible.
+=================  ================================================================================================
+
+The first layer of an image model sees unbounded, normalised pixels, where z+ is meaningless. Its rule is the box rule
+(``ZBox``, Montavon et al. 2017) with the bounds ``low``/``high`` when :func:`auto` is given them (e.g. the normalised
+values of black and white pixels), otherwise :class:`SampleBox`: the box rule with each sample's own per-channel
+minimum and maximum as bounds, so that every pixel lies inside its box and no bound has to be guessed.
+
+An explicit composite always wins: ``"auto"`` is only used when asked for.
+
+>>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(),
+...                           torch.nn.Linear(16, 2))
+>>> choice = auto(net)
+>>> choice.architecture
+'cnn_bn'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import zennit.core
+from zennit.canonizers import Canonizer, NamedMergeBatchNorm
+from zennit.composites import EpsilonGammaBox, EpsilonPlus, SpecialFirstLayerMapComposite, layer_map_base
+from zennit.rules import Epsilon, ZBox, ZPlus
+from zennit.types import Convolution
+
+from .canonizers import MobileNetV2Canonizer
+from .structure import ModelStructure, inspect_model
+
+__all__ = [
+    "ARCHITECTURES",
+    "MOBILENET_V2",
+    "AutoComposite",
+    "SampleBox",
+    "auto",
+    "detect",
+    "resolve",
+]
+
+AUTO = "auto"
+
+Bounds = torch.Tensor | float | None
+
+
+class SampleBox(ZBox):
+    """The box rule (``ZBox``) with each sample's own bounds: per sample and channel, the minimum and maximum over the
+    remaining (spatial) dimensions of the layer's input.
+
+    ``ZBox`` needs the lowest and highest possible input values; with normalised images they are the normalised
+    values of black and white pixels, which a model does not know. A sample's own extremes are a box that contains
+    every one of its pixels (as the rule requires) and, for natural images and digits, nearly the whole pixel range.
+    The heatmap of a sample does not depend on the other samples of its batch.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        super().__init__(low=0.0, high=0.0, stabilizer=stabilizer)
+        self.input_modifiers = [lambda input: input, _sample_low, _sample_high]
+
+
+def _sample_low(input: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(2, input.dim()))
+    return input.amin(dim=dims, keepdim=True).expand_as(input) if dims else input.amin(1, keepdim=True).expand_as(input)
+
+
+def _sample_high(input: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(2, input.dim()))
+    return input.amax(dim=dims, keepdim=True).expand_as(input) if dims else input.amax(1, keepdim=True).expand_as(input)
+
+
+class _BoxPlus(SpecialFirstLayerMapComposite):
+    """Box rule on the first convolution, z+ on the other convolutions, epsilon on dense layers."""
+
+    def __init__(self, first: zennit.core.Hook, canonizers: list[Canonizer], epsilon: float = 1e-6) -> None:
+        layer_map = [*layer_map_base(), (Convolution, ZPlus()), (torch.nn.Linear, Epsilon(epsilon=epsilon))]
+        super().__init__(layer_map=layer_map, first_map=[(Convolution, first)], canonizers=canonizers)
+
+
+def _first_rule(low: Bounds, high: Bounds) -> zennit.core.Hook:
+    return SampleBox() if low is None or high is None else ZBox(low=low, high=high)
+
+
+def _merges(structure: ModelStructure) -> list[Canonizer]:
+    """One canonizer merging every batch norm that directly follows a linear layer (found from the data flow)."""
+    return [NamedMergeBatchNorm([(list(names), bn) for names, bn in structure.merges])] if structure.merges else []
+
+
+# -- the composite of each architecture ------------------------------------------------------------------------------
+
+CompositeFactory = Callable[[torch.nn.Module, ModelStructure, Bounds, Bounds], zennit.core.Composite]
+
+
+def _vgg(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
+    return _BoxPlus(_first_rule(low, high), _merges(structure))
+
+
+def _resnet(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
+    from zennit.torchvision import ResNetCanonizer
+
+    return _BoxPlus(_first_rule(low, high), [ResNetCanonizer()])
+
+
+def _generic(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
+    return EpsilonPlus(canonizers=_merges(structure))
+
+
+# ---- MobileNetV2 default: the one place that defines it ------------------------------------------------------------
+def _mobilenet_v2(
+    model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds
+) -> zennit.core.Composite:
+    """ZBox on the pixels, Gamma on the convolutions, Epsilon on the classifier, with
+    :class:`~glocal.canonizers.MobileNetV2Canonizer` (merged batch norms, ``Sum`` residuals, pooling module)."""
+    if low is None or high is None:
+        return EpsilonGammaBox(
+            low=0.0, high=0.0, first_map=[(Convolution, SampleBox())], canonizers=[MobileNetV2Canonizer()]
+        )
+    return EpsilonGammaBox(low=low, high=high, canonizers=[MobileNetV2Canonizer()])
+
+
+MOBILENET_V2: tuple[CompositeFactory, str] = (
+    _mobilenet_v2,
+    "torchvision MobileNetV2: box rule on the pixels, Gamma (0.25) on the convolutions, epsilon on the classifier; "
+    "MobileNetV2Canonizer merges the batch norms and routes the residual adds and the pooling through modules",
+)
+"""The MobileNetV2 default: ``(factory, why)``. Replace this entry to change what ``"auto"`` gives MobileNetV2."""
+# ---- end of the MobileNetV2 default --------------------------------------------------------------------------------
+
+
+ARCHITECTURES: dict[str, tuple[CompositeFactory, str]] = {
+    "vgg": (
+        _vgg,
+        "torchvision VGG without batch norm: box rule on the pixels, z+ on the convolutions, epsilon on the "
+        "dense layers; nothing to canonize",
+    ),
+    "vgg_bn": (_vgg, "torchvision VGG with batch norm: as VGG, each batch norm merged into the convolution before it"),
+    "resnet": (
+        _resnet,
+        "torchvision ResNet: box rule on the pixels, z+ on the convolutions, epsilon on the classifier; "
+        "ResNetCanonizer merges the batch norms and splits each residual add by the Norm rule",
+    ),
+    "mobilenet_v2": MOBILENET_V2,
+    "cnn": (_vgg, "convolutional model: box rule on the first convolution, z+ on the others, epsilon on dense layers"),
+    "cnn_bn": (_vgg, "convolutional model with batch norms: as cnn, each batch norm merged into the layer it follows"),
+    "generic": (_generic, "no convolution: epsilon on every dense layer, batch norms merged where they follow one"),
+}
+"""Architecture name to ``(factory(model, structure, low, high) -> composite, why)``."""
+
+
+@dataclass(frozen=True)
+class AutoComposite:
+    """What :func:`auto` chose for a model.
+
+    Attributes
+    ----------
+    composite
+        The zennit composite (rules and canonizers), ready for :class:`~glocal.Attributor`.
+    architecture
+        The detected architecture, a key of :data:`ARCHITECTURES`.
+    reason
+        Why: what was detected and what the composite does.
+    structure
+        The model's batch norms, merges and functional additions (:func:`glocal.structure.inspect_model`).
+    """
+
+    composite: zennit.core.Composite
+    architecture: str
+    reason: str
+    structure: ModelStructure = field(repr=False)
+
+
+def detect(model: torch.nn.Module, structure: ModelStructure | None = None) -> str:
+    """The architecture of ``model``: a key of :data:`ARCHITECTURES`, from its classes and structure."""
+    structure = inspect_model(model) if structure is None else structure
+    torchvision_kind = _torchvision_kind(model)
+    if torchvision_kind == "vgg":
+        return "vgg_bn" if structure.batch_norms else "vgg"
+    if torchvision_kind is not None:
+        return torchvision_kind
+    if structure.convolutions:
+        return "cnn_bn" if structure.batch_norms else "cnn"
+    return "generic"
+
+
+def _torchvision_kind(model: torch.nn.Module) -> str | None:
+    module = type(model).__module__
+    if not module.startswith("torchvision."):
+        return None
+    from torchvision.models import VGG, MobileNetV2, ResNet
+
+    kinds: list[tuple[type, str]] = [(VGG, "vgg"), (ResNet, "resnet"), (MobileNetV2, "mobilenet_v2")]
+    return next((kind for cls, kind in kinds if isinstance(model, cls)), None)
+
+
+def auto(model: torch.nn.Module, *, low: Bounds = None, high: Bounds = None) -> AutoComposite:
+    """The composite for ``model``'s architecture (see the module docstring for the table).
+
+    Parameters
+    ----------
+    model
+        The model (not changed: canonizers are applied only while glocal runs).
+    low, high
+        The lowest and highest possible input values (e.g. ``(0 - mean) / std`` and ``(1 - mean) / std`` per
+        channel, shaped ``(1, C, 1, 1)``) for the box rule of the first convolution. Without them each sample's own
+        per-channel extremes are used (:class:`SampleBox`).
+
+    Returns
+    -------
+    AutoComposite
+        The composite, the architecture and the reason.
+    """
+    structure = inspect_model(model)
+    architecture = detect(model, structure)
+    factory, why = ARCHITECTURES[architecture]
+    composite = factory(model, structure, low, high)
+    notes = []
+    if structure.merges and architecture not in ("resnet", "mobilenet_v2"):
+        notes.append(f"{len(structure.merges)} of {len(structure.batch_norms)} batch norms merged")
+    if structure.additions and architecture not in ("resnet", "mobilenet_v2"):
+        notes.append(
+            f"{len(structure.additions)} functional addition(s) that no canonizer covers (relevance is not conserved "
+            "through them; route them through zennit.layer.Sum)"
+        )
+    reason = why + (f" ({'; '.join(notes)})" if notes else "")
+    return AutoComposite(composite=composite, architecture=architecture, reason=reason, structure=structure)
+
+
+def resolve(model: torch.nn.Module, composite: Any) -> tuple[zennit.core.Composite | None, AutoComposite | None]:
+    """``(composite, choice)``: ``"auto"`` resolved by :func:`auto` for ``model``; any other value is returned as it
+    is (an explicit composite always wins)."""
+    if isinstance(composite, str):
+        if composite != AUTO:
+            raise ValueError(f"composite must be a zennit Composite, None or 'auto', got the string {composite!r}")
+        choice = auto(model)
+        return choice.composite, choice
+    return composite, None
