@@ -16,32 +16,33 @@ zennit-crp                                              glocal
 See :mod:`glocal.compat.attribution` and :mod:`glocal.compat.feature_visualization` for the deliberate differences.
 """
 
-from .attribution import (
-    AttributionResults,
-    ChannelConcept,
-    CondAttribution,
-    MaskFunction,
-    MaskMap,
-    _Translator,
-    attrResult,
-    get_layer_names,
-)
+from .attribution import AttributionGraphResults, AttributionResults, CondAttribution, MaskMap, attrResult
+from .concepts import ChannelConcept, Concept, MaskFunction
+from .conditional import _Translator
 from .feature_visualization import FeatureVisualization, import_zennit_crp, vis_img_heatmap
 from .graph import AttributionGraph, ModelGraph, attrGraphResult, trace_model_graph
+from .helper import abs_norm, get_layer_names, get_output_shapes, max_norm
+from .hooks import MaskHook
 
 __all__ = [
     "AttributionGraph",
+    "AttributionGraphResults",
     "AttributionResults",
     "ChannelConcept",
+    "Concept",
     "CondAttribution",
     "FeatureVisualization",
     "MaskFunction",
+    "MaskHook",
     "MaskMap",
     "ModelGraph",
+    "abs_norm",
     "attrGraphResult",
     "attrResult",
     "get_layer_names",
+    "get_output_shapes",
     "import_zennit_crp",
+    "max_norm",
     "trace_model_graph",
     "vis_img_heatmap",
 ]

@@ -25,17 +25,21 @@ import zennit.core
 from ..conditions import OUTPUT
 from ..engine import Attributor, check_gradients_enabled
 from ..graph import LayerGraph, trace_layers
-from .attribution import CondAttribution, _Translator
+from .conditional import CondAttribution, _Translator
 
-__all__ = ["AttributionGraph", "ModelGraph", "attrGraphResult", "trace_model_graph"]
+__all__ = ["AttributionGraph", "AttributionGraphResults", "ModelGraph", "attrGraphResult", "trace_model_graph"]
 
 
-class attrGraphResult(NamedTuple):
+class AttributionGraphResults(NamedTuple):
     """zennit-crp's ``AttributionGraphResults``: ``nodes`` ``[(layer, concept), ...]`` and ``connections``
     ``{(layer, concept): [(lower layer, lower concept, relevance), ...]}``."""
 
     nodes: list[tuple[str, int]]
     connections: dict[tuple[str, int], list[tuple[str, int, float]]]
+
+
+attrGraphResult = AttributionGraphResults
+"""zennit-crp's name for :class:`AttributionGraphResults`."""
 
 
 class ModelGraph:
@@ -109,16 +113,24 @@ class AttributionGraph:
         abs_norm: bool = True,
         batch_size: int = 16,
         verbose: bool = True,
-    ) -> attrGraphResult:
+    ) -> AttributionGraphResults:
         """Decompose concept ``concept_id`` of ``layer_name`` (zennit-crp's signature and results).
 
         With ``target``, relevance starts at that output unit; without, at the concept's (or ``parent_layer``'s)
         activation. Each level keeps the ``width[i]`` lower concepts with the largest relevance per input layer,
         conditioned on the decomposed concept and the original one (``parent_layer``/``parent_c_id``, default the
         root). Relevance may also flow around the conditioned layers (zennit-crp's ``exclude_parallel=False``).
-        ``batch_size`` and ``verbose`` are accepted for compatibility.
+        ``batch_size`` and ``verbose`` are used only when ``attribution`` overrides a step of ``CondAttribution``
+        (see :meth:`~glocal.compat.CondAttribution.overridden_steps`): the graph is then built as zennit-crp builds
+        it, from ``attribution.generate`` with the subclass's steps.
         """
         check_gradients_enabled()
+        overridden = getattr(self.attribution, "overridden_steps", None)
+        if overridden is not None and overridden():
+            return self._via_generate(
+                sample, composite, concept_id, layer_name, target, width, parent_c_id, parent_layer, abs_norm,
+                batch_size, verbose,
+            )  # fmt: skip
         output = getattr(self.attribution, "MODEL_OUTPUT_NAME", OUTPUT)
         translator = _Translator(self.mask_map, output)
         if target is not None:
@@ -179,4 +191,53 @@ class AttributionGraph:
                             following.extend((lower, c) for c in chosen)
                             connections.setdefault((name, concept), []).extend((lower, c, row[c]) for c in chosen)
                 level = following
-        return attrGraphResult(nodes, connections)
+        return AttributionGraphResults(nodes, connections)
+
+    def _via_generate(
+        self,
+        sample: torch.Tensor,
+        composite: zennit.core.Composite | None,
+        concept_id: int,
+        layer_name: str,
+        target: int | None,
+        width: Sequence[int],
+        parent_c_id: int | None,
+        parent_layer: str | None,
+        abs_norm: bool,
+        batch_size: int,
+        verbose: bool,
+    ) -> AttributionGraphResults:
+        """zennit-crp's algorithm: each level's conditions go through ``attribution.generate``
+        (``exclude_parallel=False``)."""
+        output = getattr(self.attribution, "MODEL_OUTPUT_NAME", OUTPUT)
+        start_layer = None if target is not None else (parent_layer or layer_name)
+        parent_condition: dict[str, list[int]] = (
+            {parent_layer: [parent_c_id]} if parent_c_id is not None and parent_layer else {layer_name: [concept_id]}
+        )
+        if target is not None:
+            parent_condition[output] = [target]
+        nodes: list[tuple[str, int]] = [(layer_name, concept_id)]
+        connections: dict[tuple[str, int], list[tuple[str, int, float]]] = {}
+        level = [(layer_name, concept_id)]
+        for w in width:
+            if not level:
+                break
+            conditions = [{name: [concept], **parent_condition} for name, concept in level]
+            input_layers = list(
+                dict.fromkeys(lower for name, _ in level for lower in self.graph.find_input_layers(name))
+            )
+            following: list[tuple[str, int]] = []
+            results = self.attribution.generate(
+                sample, conditions, composite, record_layer=input_layers, mask_map=self.mask_map,
+                start_layer=start_layer, batch_size=batch_size, verbose=verbose, exclude_parallel=False,
+            )  # fmt: skip
+            for b, result in enumerate(results):
+                for i, (name, concept) in enumerate(level[b * batch_size : (b + 1) * batch_size]):
+                    for lower in self.graph.find_input_layers(name):
+                        scores = self.layer_map[lower].attribute(result.relevances[lower][[i]], abs_norm=abs_norm)[0]
+                        chosen = torch.argsort(scores, descending=True)[:w].tolist()
+                        nodes.extend((lower, c) for c in chosen)
+                        following.extend((lower, c) for c in chosen)
+                        connections.setdefault((name, concept), []).extend((lower, c, float(scores[c])) for c in chosen)
+            level = following
+        return AttributionGraphResults(nodes, connections)
