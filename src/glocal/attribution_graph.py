@@ -24,6 +24,7 @@ backward pass of each decomposition runs only from the parent's layer to the lay
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -37,15 +38,29 @@ import torch
 from .conditions import Condition
 from .engine import Attributor, check_gradients_enabled, check_input
 from .errors import ConceptError, InputError, LayerError
-from .graph import LayerGraph, trace_layers
+from .graph import DEFAULT_TYPES, LayerGraph, block_layers, trace_layers
+from .layers import get_layer_names
+from .progress import progress_bar
+from .serialize import read_json, tensor_from_dict, tensor_to_dict
 
 if TYPE_CHECKING:
     import networkx
     from matplotlib.figure import Figure
 
-__all__ = ["ConceptEdge", "ConceptGraph", "ConceptNode", "attribution_graph", "parse_path"]
+__all__ = [
+    "MAX_NODES",
+    "ConceptEdge",
+    "ConceptGraph",
+    "ConceptNode",
+    "attribution_graph",
+    "node_bound",
+    "parse_path",
+]
 
 Path_ = tuple[tuple[str, int], ...]
+
+MAX_NODES = 256
+"""The default node budget of :func:`attribution_graph` (the default widths ``[8, 4, 2]`` give at most 105)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,7 @@ class ConceptGraph:
     target: int
     widths: tuple[int, ...]
     prediction: torch.Tensor = field(compare=False, repr=False)
+    per_layer: bool = False
 
     @property
     def root(self) -> ConceptNode:
@@ -126,20 +142,24 @@ class ConceptGraph:
 
     # -- export -----------------------------------------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (without heatmaps)."""
+    def to_dict(self, heatmaps: bool = False) -> dict[str, Any]:
+        """JSON-serialisable form; the nodes' heatmaps only with ``heatmaps=True`` (nested lists, large)."""
         return {
             "target": self.target,
             "widths": list(self.widths),
+            "per_layer": self.per_layer,
+            "prediction": tensor_to_dict(self.prediction),
             "nodes": [
                 {
                     "id": node.id,
                     "layer": node.layer,
                     "concept": node.concept,
+                    "path": [[name, c] for name, c in node.path],
                     "depth": node.depth,
                     "parent": node.parent,
                     "relevance": node.relevance,
                     "share_of_root": node.share_of_root,
+                    **({"heatmap": tensor_to_dict(node.heatmap)} if heatmaps and node.heatmap is not None else {}),
                 }
                 for node in self.nodes
             ],
@@ -155,12 +175,58 @@ class ConceptGraph:
             ],
         }
 
-    def to_json(self, path: str | Path | None = None, indent: int = 2) -> str:
-        """The graph as JSON text; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
+    def to_json(self, path: str | Path | None = None, indent: int | None = 2, heatmaps: bool = False) -> str:
+        """The graph as JSON text (see :meth:`to_dict`); also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(heatmaps=heatmaps), indent=indent)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConceptGraph:
+        """The graph back from :meth:`to_dict`'s form (heatmaps where they were saved, else ``None``)."""
+        try:
+            nodes = tuple(
+                ConceptNode(
+                    id=str(item["id"]),
+                    layer=str(item["layer"]),
+                    concept=int(item["concept"]),
+                    path=tuple((str(name), int(c)) for name, c in item["path"]),
+                    relevance=float(item["relevance"]),
+                    share_of_root=float(item["share_of_root"]),
+                    heatmap=tensor_from_dict(item["heatmap"]) if item.get("heatmap") is not None else None,
+                )
+                for item in data["nodes"]
+            )
+            edges = tuple(
+                ConceptEdge(
+                    child=str(item["child"]),
+                    parent=str(item["parent"]),
+                    relevance=float(item["relevance"]),
+                    share=float(item["share"]),
+                    normalized=float(item["normalized"]),
+                )
+                for item in data["edges"]
+            )
+            prediction = data.get("prediction")
+            return cls(
+                nodes=nodes,
+                edges=edges,
+                target=int(data["target"]),
+                widths=tuple(int(w) for w in data["widths"]),
+                prediction=tensor_from_dict(prediction) if prediction is not None else torch.empty(0),
+                per_layer=bool(data.get("per_layer", False)),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(
+                f"not an attribution graph in ConceptGraph.to_dict's form ({type(error).__name__}: {error}); "
+                "load what ConceptGraph.to_json wrote"
+            ) from error
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> ConceptGraph:
+        """The graph back from :meth:`to_json`: a file path, or the JSON text itself."""
+        return cls.from_dict(read_json(source))
 
     def to_networkx(self) -> networkx.DiGraph:
         """A ``networkx.DiGraph`` with edges child -> parent (needs ``networkx``)."""
@@ -207,24 +273,38 @@ class ConceptGraph:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
-    def figure(self, inputs: torch.Tensor | None = None, size: float = 1.6) -> Figure:
-        """The graph drawn level by level, each node with its conditional heatmap (needs matplotlib).
+    def figure(
+        self,
+        inputs: torch.Tensor | None = None,
+        size: float = 1.6,
+        dpi: float = 100.0,
+        max_width: int | None = 2000,
+    ) -> Figure:
+        """The graph drawn with every node's conditional heatmap (needs matplotlib); see
+        :func:`~glocal.visualize.graph_figure`.
 
         Parameters
         ----------
         inputs
-            The sample ``(C, H, W)`` or ``(1, C, H, W)`` shown beside the root, optional.
+            The sample ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1] shown beside the root, optional.
         size
             Inches per node.
+        dpi
+            Resolution the figure is drawn at.
+        max_width
+            The widest picture in pixels; a wider tree is wrapped into panels (``None``: never).
         """
         from .visualize import graph_figure
 
-        return graph_figure(self, inputs=inputs, size=size)
+        return graph_figure(self, inputs=inputs, size=size, dpi=dpi, max_width=max_width)
 
-    def save(self, path: str | Path, inputs: torch.Tensor | None = None, dpi: int = 120) -> Path:
-        """Draw the graph (see :meth:`figure`) into ``path`` (``.png``, ``.svg`` or ``.pdf``)."""
+    def save(
+        self, path: str | Path, inputs: torch.Tensor | None = None, dpi: int = 120, max_width: int | None = 2000
+    ) -> Path:
+        """Draw the graph (see :meth:`figure`) into ``path`` (``.png``, ``.svg`` or ``.pdf``), at most ``max_width``
+        pixels wide."""
         path = Path(path)
-        self.figure(inputs=inputs).savefig(path, dpi=dpi)
+        self.figure(inputs=inputs, dpi=dpi, max_width=max_width).savefig(path, dpi=dpi)
         return path
 
 
@@ -295,6 +375,9 @@ def attribution_graph(
     layer_graph: LayerGraph | None = None,
     heatmaps: bool = False,
     sole_path: bool = True,
+    max_nodes: int | None = MAX_NODES,
+    per_layer: bool = False,
+    progress: bool = True,
 ) -> ConceptGraph:
     """Decompose concept ``concept`` of ``layer`` on one sample into lower-layer concepts, ``len(widths)`` levels deep.
 
@@ -309,36 +392,58 @@ def attribution_graph(
     target
         The output unit the relevance starts from; ``None``: the model's prediction.
     widths
-        How many children each node keeps per input layer, level by level (e.g. ``[8, 4, 2]``); children are the
-        lower concepts with the largest relevance (concepts with exactly zero relevance are left out).
+        How many children each node keeps, level by level (e.g. ``[8, 4, 2]``): the lower concepts with the largest
+        relevance over all the layers that feed the node's layer together (ties: the earlier layer, then the lower
+        id). Concepts with exactly zero relevance are left out.
     layer_graph
-        Which layers feed which; default :func:`~glocal.graph.trace_layers` over the model's conv and linear layers.
+        Which layers feed which; default :func:`~glocal.graph.trace_layers` over the model's conv and linear layers,
+        or over the outputs of its blocks when ``layer`` is a block (e.g. ``"features.16"`` of a MobileNetV2,
+        ``"layer3.1"`` of a ResNet). For residual models the blocks
+        (``trace_layers(model, sample, granularity="blocks")``) give far smaller and more readable graphs.
     heatmaps
         Also compute each node's conditional heatmap (one more backward pass per node, to the input).
     sole_path
         Relevance flows only through the conditioned path (``True``, the default), or also around it (as in
         zennit-crp's ``exclude_parallel=False``).
+    max_nodes
+        The node budget: an :class:`~glocal.errors.InputError` before any work when ``widths`` and the layer graph
+        allow more nodes than this (``None``: no budget).
+    per_layer
+        Keep ``widths`` children *per input layer* (zennit-crp's ``AttributionGraph`` counts this way), so a node
+        fed by three layers gets up to three times as many children.
+    progress
+        Show a progress bar (levels) when the graph takes more than a few seconds.
 
     Returns
     -------
     ConceptGraph
         Nodes in breadth-first order (the root first, children most relevant first), edges child -> parent.
+
+    Raises
+    ------
+    InputError
+        For more than one sample, a target out of range, or ``widths`` that could exceed ``max_nodes``.
     """
     check_gradients_enabled()
     data = _one_sample(data)
     widths = tuple(int(w) for w in widths)
     if any(w < 1 for w in widths):
         raise ValueError(f"widths must be positive numbers of children per level, got {list(widths)}")
-    graph = layer_graph if layer_graph is not None else trace_layers(attributor.model, data)
+    graph = layer_graph if layer_graph is not None else default_layer_graph(attributor.model, data, layer)
     if layer not in graph.inputs:
         raise LayerError(
             f"layer {layer!r} is not in the layer graph ({len(graph.layers)} layers: {list(graph.layers)[:6]}...); "
-            "decompose a conv or linear layer, or pass layer_graph=trace_layers(model, sample, layers=[...])"
+            "decompose a conv or linear layer or a block's output, or pass "
+            "layer_graph=trace_layers(model, sample, layers=[...])"
         )
+    _check_budget(graph, layer, widths, per_layer, max_nodes)
     below = [layer, *graph.upstream(layer)]
-    with attributor.session(  # one forward pass; without node heatmaps, nothing needs relevance at the input
-        data, layers=below, heatmap=False, sole_path=sole_path, input_grad=heatmaps
-    ) as run:
+    with (
+        attributor.session(  # one forward pass; without node heatmaps, nothing needs relevance at the input
+            data, layers=below, heatmap=False, sole_path=sole_path, input_grad=heatmaps
+        ) as run,
+        progress_bar(len(widths) + heatmaps, "attribution graph", enabled=progress, unit="level") as bar,
+    ):
         prediction = run.output.detach()
         target = _resolve_target(prediction, target)
         shape = run.probes[layer].below.shape[1:]  # type: ignore[union-attr]
@@ -377,25 +482,24 @@ def attribution_graph(
                 for m, path in enumerate(paths):
                     parent_relevance = relevance_of[path]
                     found: list[tuple[Path_, ConceptEdge]] = []
-                    for name in lower:
-                        row, total = rows[name][m], totals[name][m]
-                        for c in chosen[name][m]:
-                            value = row[c]
-                            child = (*path, (name, int(c)))
-                            relevance_of[child] = value
-                            ids[child] = f"{ids[path]}/{name}:{c}"
-                            found.append(
-                                (
-                                    child,
-                                    ConceptEdge(
-                                        child=ids[child],
-                                        parent=ids[path],
-                                        relevance=value,
-                                        share=_ratio(value, parent_relevance),
-                                        normalized=_ratio(value, total),
-                                    ),
-                                )
-                            )
+                    picked = [(name, c) for name in lower for c in chosen[name][m]]
+                    if not per_layer:  # the largest over all input layers; ties: the earlier layer, then the lower id
+                        order = {name: i for i, name in enumerate(lower)}
+                        picked.sort(key=lambda item: (-rows[item[0]][m][item[1]], order[item[0]], item[1]))
+                        picked = picked[:width]
+                    for name, c in picked:
+                        value = rows[name][m][c]
+                        child = (*path, (name, int(c)))
+                        relevance_of[child] = value
+                        ids[child] = f"{ids[path]}/{name}:{c}"
+                        edge = ConceptEdge(
+                            child=ids[child],
+                            parent=ids[path],
+                            relevance=value,
+                            share=_ratio(value, parent_relevance),
+                            normalized=_ratio(value, totals[name][m]),
+                        )
+                        found.append((child, edge))
                     children_of[path] = found
             for path in frontier:  # keep breadth-first order: parents in order, children most relevant first
                 for child, edge in children_of.get(path, []):
@@ -403,14 +507,74 @@ def attribution_graph(
                     edges.append(edge)
                     next_frontier.append(child)
             frontier = next_frontier
+            bar.update(1)
         if heatmaps:
             conditions = [Condition(targets=(target,), layers={name: (c,) for name, c in node.path}) for node in nodes]
             result = run.attribute(conditions, record=[], heatmap=True)
             assert result.heatmap is not None
             maps = result.heatmap.detach().cpu()
             nodes = [_with_heatmap(node, maps[i]) for i, node in enumerate(nodes)]
+            bar.update(1)
     return ConceptGraph(
-        nodes=tuple(nodes), edges=tuple(edges), target=target, widths=widths, prediction=prediction.cpu()
+        nodes=tuple(nodes),
+        edges=tuple(edges),
+        target=target,
+        widths=widths,
+        prediction=prediction.cpu(),
+        per_layer=per_layer,
+    )
+
+
+def default_layer_graph(model: torch.nn.Module, data: torch.Tensor, layer: str) -> LayerGraph:
+    """The layer graph used when none is given: the model's conv and linear layers, or, when ``layer`` is the output
+    of a block (see :func:`~glocal.graph.block_layers`) rather than one of those layers, the blocks' outputs."""
+    if layer not in get_layer_names(model, list(DEFAULT_TYPES)) and layer in block_layers(model):
+        return trace_layers(model, data, granularity="blocks")
+    return trace_layers(model, data)
+
+
+def node_bound(graph: LayerGraph, layer: str, widths: Sequence[int], per_layer: bool = False) -> int:
+    """The most nodes an attribution graph rooted in ``layer`` can have with these ``widths`` on ``graph``.
+
+    Each node has at most ``widths[level]`` children (per input layer with ``per_layer``); a node of a layer that
+    nothing feeds has none.
+
+    >>> from glocal.graph import LayerGraph
+    >>> residual = LayerGraph(("a", "b", "c"), {"a": (), "b": ("a",), "c": ("a", "b")})
+    >>> node_bound(residual, "c", [4, 3]), node_bound(residual, "c", [4, 3], per_layer=True)
+    (17, 20)
+    """
+    widths = tuple(widths)
+
+    @functools.cache
+    def bound(name: str, level: int) -> int:
+        lower = graph.inputs[name]
+        if level == len(widths) or not lower:
+            return 1
+        below = [bound(other, level + 1) for other in lower]
+        return 1 + widths[level] * (sum(below) if per_layer else max(below))
+
+    return bound(layer, 0)
+
+
+def _check_budget(graph: LayerGraph, layer: str, widths: tuple[int, ...], per_layer: bool, limit: int | None) -> None:
+    if limit is None:
+        return
+    bound = node_bound(graph, layer, widths, per_layer)
+    if bound <= limit:
+        return
+    counting = " per input layer (per_layer=True)" if per_layer else ""
+    fed = max(len(graph.inputs[name]) for name in (layer, *graph.upstream(layer)))
+    hint = (
+        f"; some layers here are fed by up to {fed} layers (skip connections): for a residual model, "
+        "layer_graph=trace_layers(model, sample, granularity='blocks') uses the blocks' outputs instead"
+        if fed > 1
+        else ""
+    )
+    raise InputError(
+        f"widths {list(widths)}{counting} allow up to {bound} nodes below {layer!r}, more than the node budget "
+        f"max_nodes={limit}. Pass smaller widths or fewer levels{hint}, or raise the budget "
+        f"(max_nodes={bound} or None)."
     )
 
 

@@ -13,6 +13,12 @@ across skip connections, concatenations, reshapes and any other functional opera
 ``"auto"`` (the default) tries ``"fx"`` and falls back to ``"autograd"`` when symbolic tracing fails. Where both
 work they give the same graph.
 
+For residual models the conv layers make a tangled graph: inside a block the expansion and depthwise convolutions
+only add steps, and every skip connection makes a layer feed several later ones. ``granularity="blocks"`` takes the
+outputs of the model's blocks instead (:func:`block_layers`: torchvision's ``InvertedResidual``, ``BasicBlock`` and
+``Bottleneck``, and any module whose output is a residual sum), plus the conv and linear layers outside any block;
+in a ResNet or a MobileNetV2 they form a simple chain.
+
 >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 3))
 >>> trace_layers(net, torch.rand(1, 1, 8, 8)).inputs
 {'0': (), '2': ('0',)}
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,7 +44,7 @@ from .errors import InputError, LayerError
 from .layers import get_layer_names, resolve_layers
 from .session import Probe, Session
 
-__all__ = ["DEFAULT_TYPES", "METHODS", "LayerGraph", "trace_layers"]
+__all__ = ["BLOCK_TYPES", "DEFAULT_TYPES", "GRANULARITIES", "METHODS", "LayerGraph", "block_layers", "trace_layers"]
 
 _logger = logging.getLogger(__name__)
 
@@ -46,6 +53,15 @@ DEFAULT_TYPES: tuple[type, ...] = (torch.nn.modules.conv._ConvNd, torch.nn.Linea
 
 METHODS: tuple[str, ...] = ("auto", "fx", "autograd")
 """The ways :func:`trace_layers` can find the graph."""
+
+GRANULARITIES: tuple[str, ...] = ("layers", "blocks")
+"""What :func:`trace_layers` puts in the graph by default: conv and linear layers, or the outputs of blocks."""
+
+BLOCK_TYPES: tuple[str, ...] = ("InvertedResidual", "BasicBlock", "Bottleneck")
+"""Class names of blocks that :func:`block_layers` takes whatever their forward pass does (torchvision's MobileNetV2
+and ResNet blocks, also those without a residual connection)."""
+
+_ADDITIONS = frozenset({operator.add, operator.iadd, torch.add})
 
 # Operations whose result describes a tensor (its shape, type, place) rather than its values: no layer's output
 # reaches anything through them, and the autograd walk does not see them either.
@@ -100,6 +116,7 @@ def trace_layers(
     types: Sequence[type] = DEFAULT_TYPES,
     *,
     method: Literal["auto", "fx", "autograd"] = "auto",
+    granularity: Literal["layers", "blocks"] = "layers",
 ) -> LayerGraph:
     """The graph of ``layers`` (default: every submodule of one of ``types``) of ``model``.
 
@@ -119,6 +136,10 @@ def trace_layers(
         ``"fx"``: symbolic tracing with :mod:`torch.fx`, nothing runs. ``"autograd"``: one forward pass of
         ``example``, then a walk of the autograd graph. ``"auto"``: ``"fx"``, and ``"autograd"`` where symbolic
         tracing fails (logged at debug level).
+    granularity
+        Without ``layers``: ``"layers"`` takes every module of ``types``; ``"blocks"`` takes the outputs of the
+        model's blocks and the modules of ``types`` outside any block (see :func:`block_layers`), the readable choice
+        for attribution graphs and concept paths of residual models.
 
     Returns
     -------
@@ -147,8 +168,20 @@ def trace_layers(
         raise LayerError(
             f"layers must be a sequence of layer names, got the single string {layers!r}; use [{layers!r}]"
         )
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be 'layers' or 'blocks', got {granularity!r}")
+    if layers is not None and granularity != "layers":
+        raise LayerError(
+            f"granularity={granularity!r} chooses the layers itself, but layers={list(layers)[:4]}... was given too; "
+            "pass one of the two (block_layers(model) lists the blocks, to edit and pass as layers)"
+        )
     explicit = layers is not None
-    names = list(dict.fromkeys(layers)) if layers is not None else get_layer_names(model, list(types))
+    if layers is not None:
+        names = list(dict.fromkeys(layers))
+    elif granularity == "blocks":
+        names = block_layers(model, types)
+    else:
+        names = get_layer_names(model, list(types))
     resolve_layers(model, names)  # unknown names: an error with close-name suggestions
     if method == "fx":
         return _trace_fx(model, names, explicit)
@@ -159,6 +192,83 @@ def trace_layers(
         except Exception as error:  # any failure of symbolic tracing: the forward pass is the authority
             _logger.debug("torch.fx could not give the layer graph (%s); falling back to the autograd walk", error)
     return _trace_autograd(model, example, names, explicit)
+
+
+def block_layers(model: torch.nn.Module, types: Sequence[type] = DEFAULT_TYPES) -> list[str]:
+    """The outputs of ``model``'s blocks and the layers of ``types`` outside any block, in definition order.
+
+    A block is a module (not the model itself) that contains a layer of ``types`` and
+
+    * is of a class named in :data:`BLOCK_TYPES` (torchvision's ``InvertedResidual``, ``BasicBlock``,
+      ``Bottleneck``), or
+    * returns a residual sum: its forward pass, traced with :mod:`torch.fx`, ends in an addition of two tensors that
+      both depend on its input, followed by nothing but single-input operations (e.g. a ReLU), or
+    * is of the same class as a block found by the two rules above (MobileNetV2's blocks without a skip connection).
+
+    Where blocks nest, the innermost count (a ResNet's ``layer1.0`` and ``layer1.1``, not ``layer1``).
+
+    >>> import torchvision
+    >>> names = block_layers(torchvision.models.resnet18())
+    >>> names[:4], names[-2:], len(names)
+    (['conv1', 'layer1.0', 'layer1.1', 'layer2.0'], ['layer4.1', 'fc'], 10)
+    """
+    wanted = tuple(types)
+    modules = [(name, module) for name, module in model.named_modules() if name]
+    holds_layer = {name for name, module in modules if any(isinstance(inner, wanted) for inner in module.modules())}
+    found = [
+        name
+        for name, module in modules
+        if name in holds_layer
+        and not isinstance(module, wanted)
+        and (type(module).__name__ in BLOCK_TYPES or _ends_in_residual_sum(module))
+    ]
+    classes = {type(module) for name, module in modules if name in found}
+    found = [name for name, module in modules if name in holds_layer and (name in found or type(module) in classes)]
+    blocks = [name for name in found if not any(other.startswith(name + ".") for other in found)]
+    inside = tuple(name + "." for name in blocks)
+    outside = [name for name, module in modules if isinstance(module, wanted) and not name.startswith(inside)]
+    order = {name: position for position, (name, _) in enumerate(modules)}
+    return sorted([*blocks, *outside], key=order.__getitem__)
+
+
+def _ends_in_residual_sum(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s output is an addition of two tensors that both depend on its input (symbolic trace)."""
+    if type(module) in (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict):
+        return False  # a container's own forward adds nothing
+    training = {inner: inner.training for inner in module.modules()}
+    try:
+        graph = torch.fx.Tracer().trace(module)
+    except Exception:  # anything symbolic tracing cannot follow is not recognised as a block
+        return False
+    finally:
+        for inner, flag in training.items():
+            inner.training = flag
+    inputs = [node for node in graph.nodes if node.op == "placeholder"]
+    output = next((node for node in graph.nodes if node.op == "output"), None)
+    if not inputs or output is None or not isinstance(output.args[0], torch.fx.Node):
+        return False
+    node = output.args[0]
+    while len(node.all_input_nodes) == 1 and node.op != "placeholder":
+        node = node.all_input_nodes[0]
+    addition = (node.op == "call_function" and node.target in _ADDITIONS) or (
+        node.op == "call_method" and node.target in ("add", "add_")
+    )
+    if not addition:
+        return False
+    operands = [arg for arg in node.args[:2] if isinstance(arg, torch.fx.Node)]
+    return len(operands) == 2 and all(_depends_on(operand, inputs[0]) for operand in operands)
+
+
+def _depends_on(node: torch.fx.Node, source: torch.fx.Node) -> bool:
+    stack, seen = [node], set()
+    while stack:
+        current = stack.pop()
+        if current is source:
+            return True
+        if current not in seen:
+            seen.add(current)
+            stack.extend(current.all_input_nodes)
+    return False
 
 
 def _trace_autograd(model: torch.nn.Module, example: torch.Tensor, names: list[str], explicit: bool) -> LayerGraph:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +33,15 @@ if TYPE_CHECKING:
     from .attribution_graph import ConceptGraph
     from .paths import ConceptPath
 
-__all__ = ["concept_figure", "figure_size", "graph_figure", "heatmap_image", "path_figure", "save_concept_figures"]
+__all__ = [
+    "GRAPH_MAX_WIDTH",
+    "concept_figure",
+    "figure_size",
+    "graph_figure",
+    "heatmap_image",
+    "path_figure",
+    "save_concept_figures",
+]
 
 Images = torch.Tensor | Sequence[Image.Image] | Sequence[np.ndarray]
 
@@ -317,26 +327,109 @@ def save_concept_figures(
     return paths
 
 
-def _tree_positions(graph: ConceptGraph) -> dict[str, tuple[float, int]]:
-    """x (leaf slots, parents centred over their children) and depth of every node of a tree-shaped graph."""
+GRAPH_MAX_WIDTH = 2000
+"""Widest graph picture in pixels (at the figure's dpi) before :func:`graph_figure` wraps the tree into panels."""
+
+_SHARE_NOTE = (
+    "Each node: layer:concept, its conditional heatmap (red: for, blue: against the target), and its relevance as a "
+    "signed % of its parent's. Shares are signed, so when some children count against the parent, the others can add "
+    "up to more than 100 %."
+)
+
+
+def _children(graph: ConceptGraph) -> dict[str, list[str]]:
     children: dict[str, list[str]] = {node.id: [] for node in graph.nodes}
     for edge in graph.edges:
         children[edge.parent].append(edge.child)
-    positions: dict[str, tuple[float, int]] = {}
-    next_slot = [0.0]
+    return children
 
-    def place(node_id: str, depth: int) -> float:
+
+def _slots(children: Mapping[str, list[str]], top: str) -> tuple[dict[str, float], float]:
+    """A slot (leaf position, parents centred over their children) for ``top`` and its descendants, and the number
+    of leaf slots they take."""
+    slots: dict[str, float] = {}
+    next_slot = 0.0
+
+    def place(node_id: str) -> float:
+        nonlocal next_slot
         if not children[node_id]:
-            x = next_slot[0]
-            next_slot[0] += 1.0
+            slots[node_id] = next_slot
+            next_slot += 1.0
         else:
-            xs = [place(child, depth + 1) for child in children[node_id]]
-            x = (xs[0] + xs[-1]) / 2
-        positions[node_id] = (x, depth)
-        return x
+            below = [place(child) for child in children[node_id]]
+            slots[node_id] = (below[0] + below[-1]) / 2
+        return slots[node_id]
 
-    place(graph.root.id, 0)
-    return positions
+    place(top)
+    return slots, next_slot
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Node centres in inches from the top left of a ``width`` by ``height`` inch figure; ``across`` edges run left
+    to right (wrapped panels), the others top down; ``panels`` are ``(left, top, width, height)`` frames."""
+
+    width: float
+    height: float
+    centres: dict[str, tuple[float, float]]
+    across: frozenset[str]
+    panels: tuple[tuple[float, float, float, float], ...] = ()
+
+
+def _tree_layout(graph: ConceptGraph, size: float, margin: float, header: float) -> _Layout:
+    """The root on top, each level one row below, leaves side by side."""
+    slots, count = _slots(_children(graph), graph.root.id)
+    centres = {
+        node.id: ((margin + slots[node.id] + 0.5) * size, header + node.depth * size * 1.45 + size * 0.6)
+        for node in graph.nodes
+    }
+    levels = max(node.depth for node in graph.nodes) + 1
+    return _Layout(
+        width=max((count + margin) * size, 3.0),
+        height=header + levels * size * 1.45 + 0.1,
+        centres=centres,
+        across=frozenset(),
+    )
+
+
+def _wrapped_layout(graph: ConceptGraph, size: float, margin: float, header: float, max_width: float) -> _Layout:
+    """The root on top; below, one panel per child of the root with that child's subtree drawn left to right
+    (levels as columns, leaves stacked), panels packed in rows no wider than ``max_width`` inches."""
+    children = _children(graph)
+    depth = {node.id: node.depth for node in graph.nodes}
+    column, row, gap = size * 1.35, size * 1.1, 0.25
+    levels = max(depth.values())
+    panel_width = levels * column
+    per_row = max(1, int((max_width - gap) // (panel_width + gap)))
+    heads = children[graph.root.id]
+    root_row = size * 1.2
+    centres: dict[str, tuple[float, float]] = {}
+    panels: list[tuple[float, float, float, float]] = []
+    top = header + root_row
+    for first in range(0, len(heads), per_row):
+        group = heads[first : first + per_row]
+        height = 0.0
+        for position, head in enumerate(group):
+            slots, count = _slots(children, head)
+            left = gap + position * (panel_width + gap)
+            for node_id, slot in slots.items():
+                centres[node_id] = (left + (depth[node_id] - 0.5) * column, top + 0.3 + (slot + 0.5) * row)
+            panels.append((left - 0.1, top, panel_width + 0.1, count * row + 0.3))
+            height = max(height, count * row + 0.3)
+        top += height + gap
+    width = max(gap + min(per_row, max(len(heads), 1)) * (panel_width + gap), (margin + 1) * size + 0.5, 3.0)
+    centres[graph.root.id] = (width / 2 + (margin * size / 2), header + size * 0.6)
+    across = frozenset(child for head in heads for child in _descendants(children, head))
+    return _Layout(width=width, height=top + 0.1, centres=centres, across=across, panels=tuple(panels))
+
+
+def _descendants(children: Mapping[str, list[str]], top: str) -> list[str]:
+    found, stack = [], list(children[top])
+    while stack:
+        node_id = stack.pop()
+        found.append(node_id)
+        stack.extend(children[node_id])
+    return found
 
 
 def graph_figure(
@@ -347,12 +440,18 @@ def graph_figure(
     cmap: str = "bwr",
     percentile: float = 99.5,
     dpi: float = 100.0,
+    max_width: int | None = GRAPH_MAX_WIDTH,
 ) -> Figure:
-    """An attribution graph drawn as a tree: the root on top, each level below, every node with its heatmap.
+    """An attribution graph drawn as a tree, every node with its conditional heatmap.
 
-    A node is titled ``layer:concept`` with its share of its parent's relevance; lines join children to parents,
-    thicker for a larger share of the parent. Nodes without a heatmap (``attribution_graph(..., heatmaps=False)``)
-    are drawn as labelled boxes.
+    A node is titled ``layer:concept`` with its signed share of its parent's relevance; lines join children to
+    parents, thicker for a larger share of the parent (red for a positive share, blue for a negative one). Nodes
+    without a heatmap (``attribution_graph(..., heatmaps=False)``) are drawn as labelled boxes.
+
+    While the tree fits in ``max_width`` pixels it is drawn top down: the root on top, each level one row below.
+    A wider tree is wrapped: the root on top and one framed panel per child of the root, holding that child (left)
+    and its descendants (to the right, leaves stacked), the panels packed in rows no wider than ``max_width``; the
+    picture then grows in height, never beyond ``max_width`` in width (unless one panel alone is wider).
 
     Parameters
     ----------
@@ -365,41 +464,64 @@ def graph_figure(
     cmap, percentile
         As for :func:`heatmap_image`.
     dpi
-        Resolution the figure is saved at.
+        Resolution the figure is drawn and saved at.
+    max_width
+        The widest picture in pixels before the tree is wrapped into panels; ``None``: never wrap.
     """
     figure_class, canvas_class = _require_matplotlib()
-    positions = _tree_positions(graph)
-    slots = max(x for x, _ in positions.values()) + 1
-    levels = max(depth for _, depth in positions.values()) + 1
     margin = 1.0 if inputs is not None else 0.0
-    width_in = (slots + margin) * size
-    height_in = levels * size * 1.45 + 0.5
-    figure = figure_class(figsize=(max(width_in, 3.0), height_in), dpi=dpi)
+    tree_width = (_slots(_children(graph), graph.root.id)[1] + margin) * size
+    limit = math.inf if max_width is None else max_width / dpi
+    wrapped = tree_width > limit
+    note_width = max(min(tree_width, limit), 6.0)
+    text = _SHARE_NOTE + (
+        " Wrapped to fit: one panel per child of the root, its descendants to its right." if wrapped else ""
+    )
+    note = textwrap.fill(text, int(note_width * 15))
+    header = 0.2 + 0.14 * (note.count("\n") + 1)
+    if wrapped:
+        layout = _wrapped_layout(graph, size, margin, header, limit)
+    else:
+        layout = _tree_layout(graph, size, margin, header)
+    figure = figure_class(figsize=(layout.width, layout.height), dpi=dpi)
     canvas_class(figure)
-    fig_w, fig_h = figure.get_size_inches()
+    fig_w, fig_h = layout.width, layout.height
+    figure.text(0.5, 1 - 0.1 / fig_h, note, fontsize=7.5, color="#444444", ha="center", va="top")
     box = 0.78 * size  # node picture size, inches
+    title = 0.32  # inches of title above a node picture
 
-    def centre(node_id: str) -> tuple[float, float]:
-        x, depth = positions[node_id]
-        return ((margin + x + 0.5) * size / fig_w, 1 - (0.5 + depth * size * 1.45 + size * 0.6) / fig_h)
+    def point(node_id: str) -> tuple[float, float]:
+        x, y = layout.centres[node_id]
+        return x / fig_w, 1 - y / fig_h
 
     share_of_parent = {edge.child: edge.share for edge in graph.edges}
     lines = figure.add_axes((0, 0, 1, 1))
     lines.set_xlim(0, 1)
     lines.set_ylim(0, 1)
     lines.set_axis_off()
+    for left, top, width, height in layout.panels:
+        lines.add_patch(_rectangle(left / fig_w, 1 - (top + height) / fig_h, width / fig_w, height / fig_h, "#f3f3f3"))
     for edge in graph.edges:
-        (x0, y0), (x1, y1) = centre(edge.parent), centre(edge.child)
+        if edge.child not in layout.centres or edge.parent not in layout.centres:
+            continue
+        if edge.child in layout.across:
+            (x0, y0), (x1, y1) = point(edge.parent), point(edge.child)
+            xs, ys = [x0 + box / 2 / fig_w, x1 - box / 2 / fig_w], [y0, y1]
+        elif layout.panels and graph.node(edge.parent).depth == 0:
+            continue  # wrapped: the panels' heads are the root's children (their titles give the shares)
+        else:
+            (x0, y0), (x1, y1) = point(edge.parent), point(edge.child)
+            xs, ys = [x0, x1], [y0 - box / 2 / fig_h, y1 + box / 2 / fig_h + title / fig_h]
         lines.plot(
-            [x0, x1],
-            [y0 - box / 2 / fig_h, y1 + box / 2 / fig_h + 0.32 / fig_h],
+            xs,
+            ys,
             color="#c0392b" if edge.share >= 0 else "#2c6fbb",
             linewidth=0.6 + 5.0 * min(abs(edge.share), 1.0),
             alpha=0.7,
             solid_capstyle="round",
         )
     for node in graph.nodes:
-        x, y = centre(node.id)
+        x, y = point(node.id)
         axes = figure.add_axes((x - box / 2 / fig_w, y - box / 2 / fig_h, box / fig_w, box / fig_h))
         axes.set_xticks([])
         axes.set_yticks([])
@@ -408,22 +530,26 @@ def graph_figure(
         else:
             axes.set_facecolor("#f4f4f4")
         if node.depth:
-            title = f"{node.layer}:{node.concept}\n{share_of_parent[node.id]:+.1%} of parent"
+            text = f"{node.layer}:{node.concept}\n{share_of_parent[node.id]:+.1%} of parent"
         else:
-            title = f"{node.layer}:{node.concept}\nroot, relevance {node.relevance:.3g}"
-        axes.set_title(title, fontsize=7 if node.depth else 9, pad=2)
+            text = f"{node.layer}:{node.concept}\nroot, relevance {node.relevance:.3g}"
+        axes.set_title(text, fontsize=7 if node.depth else 9, pad=2)
     if inputs is not None:
-        image = inputs.detach().cpu()
-        image = image[0] if image.dim() == 4 else image
-        array = image.permute(1, 2, 0).clamp(0, 1).numpy()
-        if array.shape[2] == 1:
-            array = array[:, :, 0]
-        x, y = centre(graph.root.id)
+        array = _input_array(inputs)
+        x, y = point(graph.root.id)
         axes = figure.add_axes((x - (box / 2 + size * 1.1) / fig_w, y - box / 2 / fig_h, box / fig_w, box / fig_h))
         axes.imshow(array, cmap="gray" if array.ndim == 2 else None)
         axes.set_title(f"input (target {graph.target})", fontsize=8, pad=2)
         axes.set_axis_off()
     return figure
+
+
+def _rectangle(left: float, bottom: float, width: float, height: float, colour: str) -> Any:
+    from matplotlib.patches import FancyBboxPatch
+
+    return FancyBboxPatch(
+        (left, bottom), width, height, boxstyle="round,pad=0,rounding_size=0.004", facecolor=colour, edgecolor="#d0d0d0"
+    )
 
 
 def _input_array(inputs: torch.Tensor) -> np.ndarray:

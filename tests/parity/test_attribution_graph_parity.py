@@ -100,7 +100,12 @@ def test_native_graph_edges_equal_brute_force_conditional_relevance():
     root = int(plain.relevances["linear1"][0].argmax())
     graph = attribution_graph(attributor, sample, "linear1", root, target=3, widths=[3, 2])
     assert graph.root.relevance == pytest.approx(float(plain.relevances["linear1"][0, root]), rel=1e-6)
-    assert len(graph.nodes) == 1 + 6 + 6  # conv2 and parallel.0 feed linear1 (3 each); conv1 feeds conv2 (2 each)
+    # conv2 and parallel.0 feed linear1: 3 children over both; conv1 feeds conv2 (2 children each); parallel.0 none
+    children = graph.children(graph.root.id)
+    assert len(children) == 3
+    assert len(graph.nodes) == 1 + 3 + 2 * sum(child.layer == "conv2" for child, _ in children)
+    per_layer = attribution_graph(attributor, sample, "linear1", root, target=3, widths=[3, 2], per_layer=True)
+    assert len(per_layer.nodes) == 1 + 6 + 6  # zennit-crp's counting: 3 per input layer, 2 per input layer
     for edge in graph.edges:
         child = graph.node(edge.child)
         parent = graph.node(edge.parent)
@@ -110,7 +115,14 @@ def test_native_graph_edges_equal_brute_force_conditional_relevance():
         assert edge.relevance == pytest.approx(expected, rel=1e-5, abs=1e-7)
         assert child.relevance == edge.relevance
         assert edge.share == pytest.approx(expected / parent.relevance, rel=1e-5, abs=1e-7)
-        # the kept children are the most relevant of their layer
-        layer_relevance = result.relevances[child.layer][0].flatten(1).sum(1)
-        kept = [c.concept for c, e in graph.children(parent.id) if c.layer == child.layer]
-        assert sorted(kept) == sorted(layer_relevance.argsort(descending=True)[: len(kept)].tolist())
+        # the kept children are the most relevant over all the layers feeding the parent
+        lower = {"linear1": ["conv2", "parallel.0"], "conv2": ["conv1"]}[parent.layer]
+        condition = {"y": [3], **{layer: [c] for layer, c in parent.path}}
+        relevances = attributor(sample, condition, record=lower, heatmap=False).relevances
+        pool = sorted(
+            (-float(value), layer, c)
+            for layer in lower
+            for c, value in enumerate(relevances[layer][0].flatten(1).sum(1).tolist())
+        )
+        kept = {(c.layer, c.concept) for c, _ in graph.children(parent.id)}
+        assert kept == {(layer, c) for _, layer, c in pool[: len(kept)]}

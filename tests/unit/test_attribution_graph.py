@@ -9,8 +9,8 @@ import torch
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonPlus, EpsilonPlusFlat
 
-from glocal import Attributor
-from glocal.attribution_graph import attribution_graph, parse_path
+from glocal import Attributor, LayerGraph
+from glocal.attribution_graph import ConceptGraph, attribution_graph, node_bound, parse_path
 from glocal.errors import ConceptError, InputError, LayerError
 
 
@@ -27,29 +27,86 @@ def skip_graph(skip_net, digits):
     return attributor, sample, attribution_graph(attributor, sample, "linear1", root, target=2, widths=[2, 2])
 
 
+def _layer_scores(attributor, sample, target, path, layer):
+    condition = {"y": [target], **{name: [c] for name, c in path}}
+    relevance = attributor(sample, condition, record=[layer], heatmap=False).relevances[layer][0]
+    return (relevance.flatten(1).sum(1) if relevance.dim() > 1 else relevance).double()
+
+
 def test_edges_equal_brute_force_through_a_skip_connection(skip_graph):
     attributor, sample, graph = skip_graph
-    # linear1 is fed by conv2 and the parallel branch: 2 children each; conv2's children come from conv1
-    assert [node.layer for node in graph.nodes] == ["linear1", "conv2", "conv2", "parallel.0", "parallel.0"] + [
-        "conv1"
-    ] * 4
     for edge in graph.edges:
         child, parent = graph.node(edge.child), graph.node(edge.parent)
-        condition = {"y": [2], **{layer: [c] for layer, c in parent.path}}
-        relevance = attributor(sample, condition, record=[child.layer], heatmap=False).relevances[child.layer][0]
-        per_concept = relevance.flatten(1).sum(1).double()
+        per_concept = _layer_scores(attributor, sample, 2, parent.path, child.layer)
         assert edge.relevance == pytest.approx(float(per_concept[child.concept]), rel=1e-5, abs=1e-8)
         share = edge.relevance / parent.relevance if parent.relevance else 0.0
         assert edge.share == pytest.approx(share, rel=1e-9)
         total = float(per_concept.abs().sum())
         assert edge.normalized == pytest.approx(edge.relevance / total if total else 0.0, rel=1e-5)
-        siblings = [c.concept for c, _ in graph.children(parent.id) if c.layer == child.layer]
-        ranked = [c for c in per_concept.argsort(descending=True, stable=True).tolist() if per_concept[c] != 0]
-        assert siblings == ranked[: len(siblings)] and len(siblings) == min(2, len(ranked))
     # the root's relevance is its share of the target's relevance at linear1
     plain = attributor(sample, {"y": [2]}, record=["linear1"], heatmap=False).relevances["linear1"][0]
     assert graph.root.relevance == pytest.approx(float(plain[graph.root.concept]), rel=1e-6)
     assert graph.target == 2
+
+
+def test_widths_bound_the_children_over_all_input_layers(skip_graph):
+    """linear1 is fed by conv2 and the parallel branch: its 2 children are the 2 most relevant over both layers."""
+    attributor, sample, graph = skip_graph
+    for parent in graph.nodes:
+        lower = {"linear1": ["conv2", "parallel.0"], "conv2": ["conv1"]}.get(parent.layer, [])
+        pool = [
+            (float(value), layer, c)
+            for layer in lower
+            for c, value in enumerate(_layer_scores(attributor, sample, 2, parent.path, layer).tolist())
+            if value != 0
+        ]
+        pool.sort(key=lambda item: (-item[0], lower.index(item[1]), item[2]))
+        expected = [(layer, c) for _, layer, c in pool[: graph.widths[parent.depth]]] if parent.depth < 2 else []
+        assert [(child.layer, child.concept) for child, _ in graph.children(parent.id)] == expected
+    assert len(graph.nodes) <= 1 + 2 + 2 * 2
+
+
+def test_per_layer_keeps_widths_children_per_input_layer(skip_net, digits):
+    attributor = Attributor(skip_net, EpsilonPlus(canonizers=[SequentialMergeBatchNorm()]))
+    sample = digits[:1]
+    root = _most_relevant(attributor, sample, "linear1", 2)
+    graph = attribution_graph(attributor, sample, "linear1", root, target=2, widths=[2, 2], per_layer=True)
+    # 2 children from each of conv2 and parallel.0; conv2's children come from conv1, parallel.0 reads the input
+    assert [node.layer for node in graph.nodes] == ["linear1", "conv2", "conv2", "parallel.0", "parallel.0"] + [
+        "conv1"
+    ] * 4
+    assert graph.per_layer and ConceptGraph.from_json(graph.to_json()).per_layer
+
+
+def test_node_budget_is_checked_before_any_work(skip_net, digits):
+    attributor = Attributor(skip_net, EpsilonPlus())
+    # linear1 <- (conv2 <- conv1, parallel.0): at most 1 + 5 + 5 * 4 nodes with widths [5, 4]
+    layers = LayerGraph(
+        ("parallel.0", "conv1", "conv2", "linear1"),
+        {"parallel.0": (), "conv1": (), "conv2": ("conv1",), "linear1": ("conv2", "parallel.0")},
+    )
+    assert node_bound(layers, "linear1", [5, 4]) == 26
+    assert node_bound(layers, "linear1", [5, 4], per_layer=True) == 1 + 5 * (1 + 4) + 5
+    with pytest.raises(InputError, match=r"up to 26 nodes .* max_nodes=20.*max_nodes=26 or None"):
+        attribution_graph(attributor, digits[:1], "linear1", 0, widths=[5, 4], max_nodes=20, layer_graph=layers)
+    graph = attribution_graph(attributor, digits[:1], "linear1", 0, widths=[5, 4], max_nodes=26, layer_graph=layers)
+    assert len(graph.nodes) <= 26
+
+
+def test_json_round_trip_with_and_without_heatmaps(skip_net, digits, tmp_path):
+    attributor = Attributor(skip_net, EpsilonPlus())
+    sample = digits[2:3]
+    graph = attribution_graph(attributor, sample, "linear1", 1, widths=[3, 2], heatmaps=True)
+    loaded = ConceptGraph.from_json(graph.to_json(tmp_path / "graph.json", heatmaps=True))
+    assert loaded == graph  # nodes, edges, target, widths (heatmaps and prediction compare below)
+    torch.testing.assert_close(loaded.prediction, graph.prediction, rtol=0, atol=0)
+    for ours, theirs in zip(loaded.nodes, graph.nodes, strict=True):
+        assert ours.path == theirs.path and ours.depth == theirs.depth
+        torch.testing.assert_close(ours.heatmap, theirs.heatmap, rtol=0, atol=0)
+    plain = ConceptGraph.from_dict(json.loads(graph.to_json(indent=None)))  # heatmaps left out by default
+    assert plain == graph and all(node.heatmap is None for node in plain.nodes)
+    with pytest.raises(InputError, match="to_dict's form"):
+        ConceptGraph.from_dict({"nodes": []})
 
 
 def test_node_heatmaps_are_the_path_conditional_heatmaps(skip_net, digits):
