@@ -30,9 +30,11 @@ Deliberate differences from zennit-crp
 * **Errors instead of silence.** Unknown layer names raise :class:`~glocal.errors.LayerError` (zennit-crp warned and
   skipped unknown record layers).
 * **mask_map.** zennit-crp's default (``ChannelConcept.mask``, this module's or crp's) becomes
-  :class:`glocal.ChannelConcept`. Any other mask function is evaluated once per distinct concept-id value, on a
-  one-sample tensor of ones with ``batch_id=0``: it must multiply the gradient by a mask that depends on neither the
-  gradient's values nor ``batch_id`` (true of ``ChannelConcept.mask_rf`` and of masks in the style of zennit-crp's).
+  :class:`glocal.ChannelConcept`. Any other mask function is checked first on random gradients: when it multiplies
+  row ``batch_id`` by a fixed mask and leaves the other rows alone (``ChannelConcept.mask_rf`` and masks in the style
+  of zennit-crp's), the engine evaluates it once per distinct concept-id value on a tensor of ones; otherwise (a mask
+  that depends on the gradient's values, say) the call runs zennit-crp's steps with hooks, where the function sees
+  the real gradient.
 * **Results are detached tensors**; ``on_device`` also moves ``prediction``. The result dicts list ``record_layer``,
   then the conditioned layers, then ``start_layer`` (zennit-crp: the order in which the layers ran).
 
@@ -62,6 +64,7 @@ from ..errors import ConceptError, ConditionError, InputError, LayerError
 from ..results import Attribution
 from . import hooked
 from .concepts import ChannelConcept, MaskFunction
+from .helper import get_output_shapes
 
 __all__ = ["AttributionResults", "CondAttribution", "MaskFunction", "MaskMap", "attrResult"]
 
@@ -169,6 +172,17 @@ class _MaskMapConcept:
         return f"_MaskMapConcept({getattr(self.mask_map, '__qualname__', self.mask_map)!r}, layer={self.layer!r})"
 
 
+def _multiplies(factory: MaskMap, value: Any, layer: str, shape: torch.Size) -> bool:
+    """Whether ``factory(batch_id, value, layer)`` multiplies row ``batch_id`` of any gradient by one fixed mask and
+    leaves the other rows alone (what glocal's engine needs; zennit-crp's channel and neuron masks do)."""
+    gradient = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0)) + 0.5
+    fixed = factory(0, value, layer)(torch.ones(1, *shape))
+    masked = factory(1, value, layer)(gradient.clone())
+    if not isinstance(fixed, torch.Tensor) or not isinstance(masked, torch.Tensor) or masked.shape != gradient.shape:
+        return False
+    return bool(torch.allclose(masked[0], gradient[0]) and torch.allclose(masked[1], gradient[1] * fixed[0].to(masked)))
+
+
 class _Translator:
     """Turns zennit-crp's condition dicts and ``mask_map`` into glocal conditions and concepts."""
 
@@ -214,6 +228,41 @@ class _Translator:
             concept = self.concept(name)
             layers[name] = (concept.token(value),) if isinstance(concept, _MaskMapConcept) else value
         return Condition(targets=mapping.get(self.output_name), layers=layers)
+
+    def engine_can_mask(self, model: torch.nn.Module, sample: torch.Tensor, mappings: Sequence[Any]) -> bool:
+        """Whether every mask function the conditions use is a fixed 0/1-style multiplication per row.
+
+        Other mask functions (say, one that keeps the largest gradient values) depend on the relevance itself, which
+        glocal's engine does not pass through them; those calls run zennit-crp's steps instead. Checked on random
+        gradients shaped like each layer's output (one forward pass of ``sample``), only for mask functions other
+        than ``ChannelConcept.mask``.
+        """
+        custom = {
+            name
+            for mapping in mappings
+            for name in mapping
+            if name != self.output_name and isinstance(self.concept(name), _MaskMapConcept)
+        }
+        if not custom:
+            return True
+        shapes = get_output_shapes(model, sample, sorted(custom))
+        checked: set[tuple[str, Hashable]] = set()
+        for mapping in mappings:
+            for name, value in mapping.items():
+                if name not in custom or name not in shapes:
+                    continue
+                try:
+                    key: tuple[str, Hashable] = (name, _freeze(value))
+                except TypeError:
+                    key = (name, id(value))
+                if key in checked:
+                    continue
+                checked.add(key)
+                concept = self.concept(name)
+                assert isinstance(concept, _MaskMapConcept)
+                if not _multiplies(concept.mask_map, value, name, shapes[name]):
+                    return False
+        return True
 
 
 # -- results ---------------------------------------------------------------------------------------------------------
@@ -563,6 +612,8 @@ class CondAttribution:
         translator = _Translator(mask_map, self.MODEL_OUTPUT_NAME)
         mappings = self._check_conditions(conditions)
         overridden = self.overridden_steps()
+        if not overridden and not translator.engine_can_mask(self.model, data[:1], mappings):
+            overridden = ["mask_map"]
         if overridden:
             check_gradients_enabled()
             names = [record_layer] if isinstance(record_layer, str) else list(record_layer)
@@ -644,6 +695,8 @@ class CondAttribution:
         translator = _Translator(mask_map, self.MODEL_OUTPUT_NAME)
         mappings = self._check_conditions(conditions)
         overridden = self.overridden_steps()
+        if not overridden and not translator.engine_can_mask(self.model, data[:1], mappings):
+            overridden = ["mask_map"]
         if overridden:
             check_gradients_enabled()
             names = [record_layer] if isinstance(record_layer, str) else list(record_layer)

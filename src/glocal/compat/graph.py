@@ -16,7 +16,7 @@ autograd graph (or ``torch.fx``), not from ``torch.jit.trace``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -43,10 +43,33 @@ attrGraphResult = AttributionGraphResults
 
 
 class ModelGraph:
-    """Which of ``layer_names`` feed which (zennit-crp's ``ModelGraph``), from :func:`glocal.graph.trace_layers`."""
+    """Which of ``layer_names`` feed which (zennit-crp's ``ModelGraph``), from :func:`glocal.graph.trace_layers`.
 
-    def __init__(self, graph: LayerGraph, layer_names: Sequence[str]) -> None:
+    Parameters
+    ----------
+    graph
+        The traced layer graph.
+    layer_names
+        The layers it connects.
+    retrace
+        Traces the model again for other layers (used by :meth:`set_layer_names`); :func:`trace_model_graph` gives it.
+    """
+
+    def __init__(
+        self,
+        graph: LayerGraph,
+        layer_names: Sequence[str],
+        retrace: Callable[[list[str]], LayerGraph] | None = None,
+    ) -> None:
         self.graph = graph
+        self.layer_names = list(layer_names)
+        self._retrace = retrace
+
+    def set_layer_names(self, layer_names: Sequence[str]) -> None:
+        """Connect these layers instead (zennit-crp's ``set_layer_names``); traces the model again."""
+        if self._retrace is None:
+            raise TypeError("this ModelGraph was not made by trace_model_graph; call trace_model_graph with the layers")
+        self.graph = self._retrace(list(layer_names))
         self.layer_names = list(layer_names)
 
     def find_input_layers(self, layer_name: str) -> list[str]:
@@ -73,7 +96,11 @@ def trace_model_graph(
     ``debug`` is accepted for compatibility (zennit-crp prints its jit graph); here it logs nothing extra.
     """
     check_gradients_enabled()
-    return ModelGraph(trace_layers(model, sample, layers=list(layer_names)), layer_names)
+
+    def retrace(names: list[str]) -> LayerGraph:
+        return trace_layers(model, sample, layers=names)
+
+    return ModelGraph(retrace(list(layer_names)), layer_names, retrace)
 
 
 class AttributionGraph:

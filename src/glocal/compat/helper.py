@@ -13,14 +13,17 @@ tensor([0.2500, 1.0000])
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..layers import get_layer_names, resolve_layers
 
-__all__ = ["abs_norm", "get_layer_names", "get_output_shapes", "max_norm"]
+__all__ = ["abs_norm", "find_files", "get_layer_names", "get_output_shapes", "load_receptive_field", "max_norm"]
 
 
 def abs_norm(rel: torch.Tensor, stabilize: float = 1e-10) -> torch.Tensor:
@@ -64,3 +67,26 @@ def get_output_shapes(
         for module, flag in training.items():
             module.training = flag
     return shapes
+
+
+def load_receptive_field(path_folder: str | Path, layer_name: str) -> np.ndarray:
+    """zennit-crp's receptive-field array of a layer, ``<path_folder>/<layer_name>.npy`` (memory-mapped)."""
+    return np.load(Path(path_folder) / f"{layer_name}.npy", mmap_mode="r")
+
+
+def find_files(path: str | Path | None = None) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+    """The result folders of a zennit-crp ``FeatureVisualization`` in ``path`` (default: the working directory).
+
+    Returns
+    -------
+    tuple of list of str
+        Paths of the ``RelMax``, ``ActMax``, ``RelStats``, ``ActStats`` and ``ReField`` folders, by their names.
+    """
+    root = Path(os.getcwd() if path is None else path)
+    found: dict[str, list[str]] = {kind: [] for kind in ("RelMax", "ActMax", "RelStats", "ActStats", "ReField")}
+    for name in os.listdir(root):
+        for kind, paths in found.items():
+            if kind in name:
+                paths.append(str(root / name))
+                break
+    return found["RelMax"], found["ActMax"], found["RelStats"], found["ActStats"], found["ReField"]
