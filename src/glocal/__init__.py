@@ -7,8 +7,10 @@ from .concepts import ChannelConcept, Concept, NeuronConcept, RegionConcept, rel
 from .conditions import Condition, PerSample
 from .engine import Attributor, Run
 from .errors import (
+    CanonizerWarning,
     ConceptError,
     ConditionError,
+    ConservationWarning,
     GlocalError,
     GlocalWarning,
     GradientDisabledError,
@@ -28,6 +30,7 @@ from .selectors import CoveringShare, Ids, Selector, TopK
 __all__ = [
     "Attribution",
     "Attributor",
+    "CanonizerWarning",
     "ChannelConcept",
     "Concept",
     "ConceptAtlas",
@@ -39,6 +42,7 @@ __all__ = [
     "ConceptPath",
     "Condition",
     "ConditionError",
+    "ConservationWarning",
     "CoveringShare",
     "GlocalError",
     "GlocalWarning",

@@ -40,9 +40,10 @@ from typing import Any
 import torch
 import zennit.core
 from zennit.canonizers import Canonizer, NamedMergeBatchNorm
-from zennit.composites import EpsilonGammaBox, EpsilonPlus, SpecialFirstLayerMapComposite, layer_map_base
-from zennit.rules import Epsilon, ZBox, ZPlus
-from zennit.types import Convolution
+from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
+from zennit.layer import Sum
+from zennit.rules import Epsilon, Gamma, Norm, Pass, ZBox, ZPlus
+from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 
 from .canonizers import MobileNetV2Canonizer
 from .structure import ModelStructure, inspect_model
@@ -72,9 +73,13 @@ class SampleBox(ZBox):
     The heatmap of a sample does not depend on the other samples of its batch.
     """
 
-    def __init__(self, stabilizer: float = 1e-6) -> None:
-        super().__init__(low=0.0, high=0.0, stabilizer=stabilizer)
-        self.input_modifiers = [lambda input: input, _sample_low, _sample_high]
+    def __init__(self) -> None:
+        super().__init__(low=0.0, high=0.0)  # the bounds are replaced by each sample's own
+        self.input_modifiers = [_same, _sample_low, _sample_high]
+
+
+def _same(input: torch.Tensor) -> torch.Tensor:
+    return input
 
 
 def _sample_low(input: torch.Tensor) -> torch.Tensor:
@@ -87,12 +92,25 @@ def _sample_high(input: torch.Tensor) -> torch.Tensor:
     return input.amax(dim=dims, keepdim=True).expand_as(input) if dims else input.amax(1, keepdim=True).expand_as(input)
 
 
-class _BoxPlus(SpecialFirstLayerMapComposite):
-    """Box rule on the first convolution, z+ on the other convolutions, epsilon on dense layers."""
+def _layer_map(convolution: zennit.core.Hook) -> list[tuple[Any, zennit.core.Hook]]:
+    """Pass through activations (and batch norms left unmerged), Norm on sums and average pooling, ``convolution``
+    on convolutions, epsilon on dense layers (zennit's built-in composites, the same under zennit 0.4.6 and 0.5)."""
+    return [
+        (Activation, Pass()),
+        (Sum, Norm()),
+        (AvgPool, Norm()),
+        (BatchNorm, Pass()),
+        (Convolution, convolution),
+        (torch.nn.Linear, Epsilon(epsilon=1e-6)),
+    ]
 
-    def __init__(self, first: zennit.core.Hook, canonizers: list[Canonizer], epsilon: float = 1e-6) -> None:
-        layer_map = [*layer_map_base(), (Convolution, ZPlus()), (torch.nn.Linear, Epsilon(epsilon=epsilon))]
-        super().__init__(layer_map=layer_map, first_map=[(Convolution, first)], canonizers=canonizers)
+
+def box_composite(
+    first: zennit.core.Hook, canonizers: list[Canonizer], convolution: zennit.core.Hook | None = None
+) -> zennit.core.Composite:
+    """``first`` on the first convolution, ``convolution`` (default z+) on the others, epsilon on dense layers."""
+    layer_map = _layer_map(ZPlus() if convolution is None else convolution)
+    return SpecialFirstLayerMapComposite(layer_map, [(Convolution, first)], canonizers=canonizers)
 
 
 def _first_rule(low: Bounds, high: Bounds) -> zennit.core.Hook:
@@ -110,17 +128,17 @@ CompositeFactory = Callable[[torch.nn.Module, ModelStructure, Bounds, Bounds], z
 
 
 def _vgg(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
-    return _BoxPlus(_first_rule(low, high), _merges(structure))
+    return box_composite(_first_rule(low, high), _merges(structure))
 
 
 def _resnet(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
     from zennit.torchvision import ResNetCanonizer
 
-    return _BoxPlus(_first_rule(low, high), [ResNetCanonizer()])
+    return box_composite(_first_rule(low, high), [ResNetCanonizer()])
 
 
 def _generic(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
-    return EpsilonPlus(canonizers=_merges(structure))
+    return LayerMapComposite(_layer_map(ZPlus()), canonizers=_merges(structure))
 
 
 # ---- MobileNetV2 default: the one place that defines it ------------------------------------------------------------
@@ -129,11 +147,7 @@ def _mobilenet_v2(
 ) -> zennit.core.Composite:
     """ZBox on the pixels, Gamma on the convolutions, Epsilon on the classifier, with
     :class:`~glocal.canonizers.MobileNetV2Canonizer` (merged batch norms, ``Sum`` residuals, pooling module)."""
-    if low is None or high is None:
-        return EpsilonGammaBox(
-            low=0.0, high=0.0, first_map=[(Convolution, SampleBox())], canonizers=[MobileNetV2Canonizer()]
-        )
-    return EpsilonGammaBox(low=low, high=high, canonizers=[MobileNetV2Canonizer()])
+    return box_composite(_first_rule(low, high), [MobileNetV2Canonizer()], convolution=Gamma(gamma=0.25))
 
 
 MOBILENET_V2: tuple[CompositeFactory, str] = (

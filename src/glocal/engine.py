@@ -34,9 +34,19 @@ from typing import Any, overload
 import torch
 import zennit.core
 
+from .composites import resolve as resolve_composite
 from .concepts import ChannelConcept, Concept
 from .conditions import OUTPUT, Condition, Ids, as_conditions
-from .errors import ConditionError, GradientDisabledError, InputError, TargetError, warn
+from .conservation import KeptRelevance, structure_problems
+from .errors import (
+    CanonizerWarning,
+    ConditionError,
+    ConservationWarning,
+    GradientDisabledError,
+    InputError,
+    TargetError,
+    warn,
+)
 from .results import Attribution
 from .session import Session
 
@@ -90,6 +100,16 @@ def check_input(data: Any) -> torch.Tensor:
     return data
 
 
+def check_dtype(model: torch.nn.Module, data: torch.Tensor) -> None:
+    """Raise :class:`InputError` when ``data``'s dtype differs from that of ``model``'s floating point parameters."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is not None and data.dtype != dtype:
+        raise InputError(
+            f"data has dtype {data.dtype} but the model's parameters are {dtype}; both must be the same. "
+            f"Convert the data with data.to({dtype}) (or the model with model.to({data.dtype}))."
+        )
+
+
 class Attributor:
     """Conditional attributions (CRP) of a model under a zennit composite.
 
@@ -98,8 +118,12 @@ class Attributor:
     model
         The model to explain. It is left exactly as it was after every call (no hooks, flags or gradients remain).
     composite
-        A zennit composite (rules and canonizers), e.g. ``EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])``.
-        ``None`` gives plain gradients.
+        A zennit composite (rules and canonizers), e.g. ``EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])``;
+        ``"auto"`` for the one :func:`glocal.composites.auto` picks for the model's architecture (kept, with the
+        reason, in :attr:`choice`); ``None`` for plain gradients. An explicit composite is used as it is. The first
+        forward pass emits a :class:`~glocal.CanonizerWarning` when the composite leaves batch norms unmerged or
+        residual adds uncovered; a call whose heatmaps keep far more or less relevance than they started from emits
+        a :class:`~glocal.ConservationWarning` (see :mod:`glocal.conservation`), once per attributor.
     concepts
         How layers are split into concepts: one :class:`~glocal.concepts.Concept` for every layer, or a mapping from
         layer name to concept (missing layers use :class:`~glocal.concepts.ChannelConcept`).
@@ -120,20 +144,22 @@ class Attributor:
     def __init__(
         self,
         model: torch.nn.Module,
-        composite: zennit.core.Composite | None = None,
+        composite: zennit.core.Composite | str | None = None,
         *,
         concepts: Concept | Mapping[str, Concept] | None = None,
         output_name: str = OUTPUT,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if composite is not None and not isinstance(composite, zennit.core.Composite):
+        if composite is not None and not isinstance(composite, zennit.core.Composite | str):
             raise TypeError(
-                f"composite must be a zennit Composite (e.g. zennit.composites.EpsilonPlus()), got "
+                f"composite must be a zennit Composite (e.g. zennit.composites.EpsilonPlus()), 'auto' or None, got "
                 f"{type(composite).__name__}"
             )
         self.model = model
-        self.composite = composite
+        self.composite, self.choice = resolve_composite(model, composite)
+        self._structure_checked = self.composite is None  # plain gradients: nothing to check
+        self._conservation_warned = False
         self.concepts = concepts
         self.output_name = output_name
 
@@ -357,6 +383,7 @@ class Run:
         # without input_grad, layers fed by the input directly attach no rule: only layer relevances are needed
         self.input = data.detach().requires_grad_(input_grad)
         self.n = data.shape[0]
+        check_dtype(attributor.model, data)
         try:
             self.output = session.forward(self.input)
         except (RuntimeError, ValueError, TypeError) as error:
@@ -380,6 +407,12 @@ class Run:
                     "Pick a layer the model's forward actually uses."
                 )
         self.order = {name: probe.order for name, probe in self.probes.items()}
+        if not attributor._structure_checked:  # once per attributor, while the canonizers are applied
+            attributor._structure_checked = True
+            problems = structure_problems(attributor.model, self.output, self.input)
+            if problems is not None:
+                warn(problems, CanonizerWarning)
+        self._kept_relevance: KeptRelevance | None = None  # of the current call's heatmap rows
         self._masks: dict[tuple[str, Ids], torch.Tensor] = {}
         self._feeds_cache: dict[tuple[str, str], bool] = {}
         # relevance arriving at a layer (or the input: None) under a key of the conditions above it (_cached_grads)
@@ -531,6 +564,8 @@ class Run:
         self, conditions: Condition | Mapping[str, Any] | Sequence[Condition | Mapping[str, Any]]
     ) -> Attribution:
         conditions = as_conditions(conditions, self.attributor.output_name)
+        check = self.heatmap and self.attributor.composite is not None and not self.attributor._conservation_warned
+        self._kept_relevance = KeptRelevance() if check else None
         for condition in conditions:
             unknown = [name for name in condition.layers if name not in self.probes]
             if unknown:
@@ -584,6 +619,7 @@ class Run:
             propagate = self._sole_path if self.sole_path else self._parallel_paths
             for m, results in propagate(members):
                 store(m, results)
+        self._check_conservation()
 
         return Attribution(
             heatmap=None if input_relevance is None else input_relevance.flatten(0, 1).sum(1),
@@ -594,6 +630,14 @@ class Run:
             n_samples=self.n,
             n_conditions=m_total,
         )
+
+    def _check_conservation(self) -> None:
+        """One :class:`~glocal.ConservationWarning` for the call when its heatmaps departed from their start."""
+        kept, self._kept_relevance = self._kept_relevance, None
+        message = kept.message() if kept is not None else None
+        if message is not None:
+            self.attributor._conservation_warned = True
+            warn(message, ConservationWarning)
 
     @overload
     def region_relevance(  # type: ignore[overload-overlap]  # a str is a Sequence[str]: the first match wins
@@ -775,6 +819,11 @@ class Run:
                 results.append(self._grad(source, targets, relevance))
                 if self._pass_seconds is None and names:  # the first pass tells whether batching pays off
                     self._pass_seconds = time.perf_counter() - start
+        if self._kept_relevance is not None and None in names:  # the heatmap rows' sums, for the conservation check
+            for relevance, grads in zip(relevances, results, strict=True):
+                heatmap = grads.get(None)
+                if heatmap is not None:
+                    self._kept_relevance.add(relevance, heatmap)
         for (key, _), grads in zip(pending, results, strict=True):
             # relevance at layers is what later calls start from; heatmaps are not kept
             kept = {name: grad for name, grad in grads.items() if name is not None}

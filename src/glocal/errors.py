@@ -11,8 +11,10 @@ import warnings
 from pathlib import Path
 
 __all__ = [
+    "CanonizerWarning",
     "ConceptError",
     "ConditionError",
+    "ConservationWarning",
     "GlocalError",
     "GlocalWarning",
     "GradientDisabledError",
@@ -57,16 +59,24 @@ class GlocalWarning(UserWarning):
     """Something glocal did on the user's behalf, or a setting that may give surprising results."""
 
 
+class CanonizerWarning(GlocalWarning):
+    """The model has batch norms that no canonizer merges, or additions in ``forward`` that no canonizer covers."""
+
+
+class ConservationWarning(GlocalWarning):
+    """A call's heatmaps keep much less (or more) relevance than the relevance they started from."""
+
+
 _PACKAGE = str(Path(__file__).resolve().parent)
 _PLUMBING = {contextlib.__file__}
 
 
-def warn(message: str) -> None:
-    """Emit a :class:`GlocalWarning` attributed to the user's line: the first caller outside glocal (and outside
-    the standard library's context-manager plumbing), however deep inside glocal the warning arose."""
+def warn(message: str, category: type[GlocalWarning] = GlocalWarning) -> None:
+    """Emit a :class:`GlocalWarning` (or ``category``) attributed to the user's line: the first caller outside glocal
+    (and outside the standard library's context-manager plumbing), however deep inside glocal the warning arose."""
     level, frame = 2, sys._getframe(1)
     while frame.f_back is not None and (
         frame.f_code.co_filename.startswith(_PACKAGE) or frame.f_code.co_filename in _PLUMBING
     ):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, GlocalWarning, stacklevel=level)
+    warnings.warn(message, category, stacklevel=level)

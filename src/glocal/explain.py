@@ -94,7 +94,7 @@ class ConceptExplainer:
     model
         The model to explain (left unchanged).
     composite
-        zennit composite with the LRP rules and canonizers.
+        zennit composite with the LRP rules and canonizers, or ``"auto"`` (see :func:`glocal.composites.auto`).
     concepts
         Concept type per layer (default: channels), as for :class:`~glocal.Attributor`.
     """
@@ -102,7 +102,7 @@ class ConceptExplainer:
     def __init__(
         self,
         model: torch.nn.Module,
-        composite: zennit.core.Composite | None = None,
+        composite: zennit.core.Composite | str | None = None,
         *,
         concepts: Concept | Mapping[str, Concept] | None = None,
     ) -> None:

@@ -13,9 +13,11 @@ from zennit.torchvision import ResNetCanonizer
 
 from glocal import (
     Attributor,
+    CanonizerWarning,
     ConceptError,
     ConceptExplainer,
     ConditionError,
+    ConservationWarning,
     GlocalWarning,
     GradientDisabledError,
     InputError,
@@ -130,6 +132,9 @@ def test_warnings_point_at_the_users_line(skip_net, digits):
 def test_no_warning_in_eval_mode(skip_net, digits):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # skip_net's random batch norms are unmerged and absorb relevance: those warnings are right (test_conservation)
+        warnings.simplefilter("ignore", CanonizerWarning)
+        warnings.simplefilter("ignore", ConservationWarning)
         Attributor(skip_net, EpsilonPlus())(digits, {"y": [0]})
 
 
