@@ -39,8 +39,11 @@ True
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import os
+import pathlib
 import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -57,6 +60,8 @@ from .errors import ConditionError, InputError, LayerError
 from .graph import DEFAULT_TYPES, trace_layers
 from .index.scan import batches_for, iterate_batches, split_sample
 from .layers import get_layer_names, resolve_layers
+from .progress import progress_bar
+from .serialize import read_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -357,6 +362,54 @@ class ConceptAtlas:
             "ballots": {layer: self.ballots[layer].tolist() for layer in self.layers},
         }
 
+    def to_json(self, path: str | os.PathLike[str] | None = None, indent: int | None = 2) -> str:
+        """The atlas as JSON text (see :meth:`to_dict`); also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            pathlib.Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConceptAtlas:
+        """The atlas back from :meth:`to_dict`'s form (everything an atlas holds; nothing is left out)."""
+        try:
+            layers = tuple(str(layer) for layer in data["layers"])
+            k = int(data["k"])
+            n_concepts = {layer: int(data["n_concepts"][layer]) for layer in layers}
+
+            def ballots(values: Sequence[Sequence[int]], layer: str) -> torch.Tensor:
+                if not values:
+                    return torch.zeros(0, min(k, n_concepts[layer]) if data["targets"] else k, dtype=torch.int64)
+                return torch.tensor(values, dtype=torch.int64)
+
+            return cls(
+                layers=layers,
+                entries={layer: tuple(_entry(item) for item in data["entries"][layer]) for layer in layers},
+                class_entries={
+                    layer: {
+                        int(c): tuple(_entry(item) for item in group)
+                        for c, group in data["class_entries"][layer].items()
+                    }
+                    for layer in layers
+                },
+                n_concepts=n_concepts,
+                targets=tuple(int(t) for t in data["targets"]),
+                ballots={layer: ballots(data["ballots"][layer], layer) for layer in layers},
+                k=k,
+                region=None if data.get("region") is None else str(data["region"]),
+                normalization=str(data.get("normalization", "abs")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InputError(
+                f"not a concept atlas in ConceptAtlas.to_dict's form ({type(error).__name__}: {error}); load what "
+                "ConceptAtlas.to_json wrote"
+            ) from error
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike[str]) -> ConceptAtlas:
+        """The atlas back from :meth:`to_json`: a file path, or the JSON text itself."""
+        return cls.from_dict(read_json(source))
+
     @classmethod
     def from_votes(cls, votes: Mapping[str, Sequence[int]], k: int = 1) -> ConceptAtlas:
         """An atlas that holds only vote counts (zero shares, no samples): for trying out :meth:`agreement`."""
@@ -428,6 +481,38 @@ class Fragmentation:
             "layer_shares": dict(self.layer_shares),
             "n_samples": self.n_samples,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fragmentation:
+        """The fragmentation back from :meth:`to_dict`'s form."""
+        try:
+            return cls(
+                layer=str(data["layer"]),
+                concept=int(data["concept"]),
+                lower_layers=tuple(str(name) for name in data["lower_layers"]),
+                parts=tuple(
+                    Fragment(
+                        layer=str(part["layer"]), concept=int(part["concept"]), mean_share=float(part["mean_share"])
+                    )
+                    for part in data["parts"]
+                ),
+                layer_shares={str(name): float(value) for name, value in data["layer_shares"].items()},
+                n_samples=int(data["n_samples"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InputError(
+                f"not a fragmentation in Fragmentation.to_dict's form ({type(error).__name__}: {error})"
+            ) from error
+
+
+def _entry(item: Mapping[str, Any]) -> AtlasEntry:
+    return AtlasEntry(
+        concept=int(item["concept"]),
+        votes=int(item["votes"]),
+        mean_share=float(item["mean_share"]),
+        voter_share=float(item["voter_share"]),
+        references=tuple(int(i) for i in item.get("references", ())),
+    )
 
 
 # -- data -------------------------------------------------------------------------------------------------------------
@@ -649,6 +734,7 @@ def concept_atlas(
     normalization: str = "abs",
     index: ConceptIndex | None = None,
     references: int = 8,
+    progress: bool = True,
 ) -> ConceptAtlas:
     """The concept atlas of ``layers`` over ``data``: each sample votes for its top-``k`` concepts per layer.
 
@@ -681,6 +767,8 @@ def concept_atlas(
     index, references
         A concept index of the model (e.g. over the training set): entries of the layers it has then link to their
         ``references`` best RelMax samples in it (see :meth:`ConceptAtlas.with_references`).
+    progress
+        Show a progress bar (batches) when the atlas takes more than a few seconds.
 
     Returns
     -------
@@ -701,7 +789,10 @@ def concept_atlas(
     started = time.perf_counter()
     tallies: dict[str, _Tally] = {}
     all_targets: list[int] = []
-    with attributor.attached(names) as start:
+    with (
+        attributor.attached(names) as start,
+        progress_bar(math.ceil(n / batch_size), "concept atlas", enabled=progress, unit="batch") as bar,
+    ):
         for batch in _batches(data, batch_size, _device(model)):
             if region is None:
                 run = start(batch.inputs, record=names, heatmap=False, input_grad=False)
@@ -717,6 +808,7 @@ def concept_atlas(
                     tallies[name] = _Tally(shares.shape[1], _outputs(run.output))
                 tallies[name].add(shares, _ballots(shares, k).cpu(), target_ids)
             all_targets.extend(batch_targets)
+            bar.update(1)
     class_counts: dict[int, int] = {}
     for target in sorted(all_targets):
         class_counts[target] = class_counts.get(target, 0) + 1
@@ -796,13 +888,19 @@ def _fragment_sums(
     weights: torch.Tensor | None,
     batch_size: int,
     normalization: str,
+    progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, slice]]:
     """Per concept, the weighted sums over samples of the lower concepts' shares ``(M, D)``, and the weight sums."""
     sums: torch.Tensor | None = None
     counts = torch.zeros(len(concepts), dtype=torch.float64)
     slices: dict[str, slice] = {}
-    with attributor.attached([layer, *lower]) as start:
+    total = math.ceil(_length(data) / batch_size)
+    with (
+        attributor.attached([layer, *lower]) as start,
+        progress_bar(total, f"fragments of {layer}", enabled=progress, unit="batch") as bar,
+    ):
         for batch in _batches(data, batch_size, _device(attributor.model)):
+            bar.update(1)
             n = batch.inputs.shape[0]
             weight = (
                 torch.ones(n, len(concepts), dtype=torch.float64)
@@ -875,6 +973,7 @@ def fragment(
     k: int = 5,
     batch_size: int = 32,
     normalization: str = "abs",
+    progress: bool = True,
 ) -> Fragmentation:
     """Decompose concept ``concept`` of ``layer`` into the concepts of the layers that feed it.
 
@@ -895,6 +994,8 @@ def fragment(
         (:func:`~glocal.graph.trace_layers`).
     k
         How many lower concepts to list.
+    progress
+        Show a progress bar (batches) when the decomposition takes more than a few seconds.
     """
     names = _check_layers(attributor.model, [layer])
     _check_k(k)
@@ -903,7 +1004,7 @@ def fragment(
     resolved = _check_targets(targets, data, n)
     lower = _lower_layers(attributor, data, names[0], lower_layers)
     sums, counts, slices = _fragment_sums(
-        attributor, data, layer, [int(concept)], lower, resolved, None, batch_size, normalization
+        attributor, data, layer, [int(concept)], lower, resolved, None, batch_size, normalization, progress
     )
     return _fragmentation(layer, int(concept), lower, sums[0], float(counts[0]), slices, k)
 
@@ -919,6 +1020,7 @@ def fragment_atlas(
     k: int = 5,
     batch_size: int = 32,
     normalization: str = "abs",
+    progress: bool = True,
 ) -> dict[int, Fragmentation]:
     """Fragment the ``top`` (default: all) entries of an atlas layer, each over the samples that voted for it.
 
@@ -941,7 +1043,7 @@ def fragment_atlas(
     ballots = atlas.ballots[layer]
     weights = torch.stack([(ballots == c).any(1) for c in concepts], 1)
     sums, counts, slices = _fragment_sums(
-        attributor, data, layer, concepts, lower, list(atlas.targets), weights, batch_size, normalization
+        attributor, data, layer, concepts, lower, list(atlas.targets), weights, batch_size, normalization, progress
     )
     return {c: _fragmentation(layer, c, lower, sums[m], float(counts[m]), slices, k) for m, c in enumerate(concepts)}
 

@@ -16,19 +16,23 @@ R(previous step | path above it)``.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .attribution_graph import _check_concept, _one_sample, _ranked, _resolve_target, parse_path
+from .attribution_graph import _check_concept, _one_sample, _ranked, _resolve_target, default_layer_graph, parse_path
 from .conditions import Condition
 from .engine import Attributor, check_gradients_enabled, check_input
 from .errors import InputError, LayerError
-from .graph import LayerGraph, trace_layers
+from .graph import LayerGraph
+from .progress import progress_bar
+from .serialize import read_json, tensor_from_dict, tensor_to_dict
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -74,7 +78,8 @@ class PathStep:
         ``relevance / R(previous step)``; for the first step, its share of the layer's relevance
         (``relevance / sum over the layer's concepts of |R|``).
     heatmap
-        ``(H, W)`` conditional heatmap through the path up to and including this step.
+        ``(H, W)`` conditional heatmap through the path up to and including this step (``None`` when loaded from
+        JSON saved without heatmaps).
     candidates
         The ``k`` most relevant concepts of the layers feeding this one, conditioned on the path so far.
     followed
@@ -85,7 +90,7 @@ class PathStep:
     concept: int
     relevance: float
     share: float
-    heatmap: torch.Tensor = field(compare=False, repr=False)
+    heatmap: torch.Tensor | None = field(compare=False, repr=False)
     candidates: tuple[Candidate, ...]
     followed: bool = False
 
@@ -104,8 +109,12 @@ class ConceptPath:
     def __str__(self) -> str:
         return " -> ".join(f"{layer}:{concept}" for layer, concept in self.chain)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (without heatmaps)."""
+    def to_dict(self, heatmaps: bool = False) -> dict[str, Any]:
+        """JSON-serialisable form; the steps' and candidates' heatmaps only with ``heatmaps=True``."""
+
+        def heatmap(tensor: torch.Tensor | None) -> dict[str, Any]:
+            return {"heatmap": tensor_to_dict(tensor)} if heatmaps and tensor is not None else {}
+
         return {
             "target": self.target,
             "steps": [
@@ -115,14 +124,69 @@ class ConceptPath:
                     "relevance": step.relevance,
                     "share": step.share,
                     "followed": step.followed,
+                    **heatmap(step.heatmap),
                     "candidates": [
-                        {"layer": c.layer, "concept": c.concept, "relevance": c.relevance, "share": c.share}
+                        {
+                            "layer": c.layer,
+                            "concept": c.concept,
+                            "relevance": c.relevance,
+                            "share": c.share,
+                            **heatmap(c.heatmap),
+                        }
                         for c in step.candidates
                     ],
                 }
                 for step in self.steps
             ],
         }
+
+    def to_json(self, path: str | Path | None = None, indent: int | None = 2, heatmaps: bool = False) -> str:
+        """The path as JSON text (see :meth:`to_dict`); also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(heatmaps=heatmaps), indent=indent)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConceptPath:
+        """The path back from :meth:`to_dict`'s form (heatmaps where they were saved, else ``None``)."""
+
+        def heatmap(item: Mapping[str, Any]) -> torch.Tensor | None:
+            return tensor_from_dict(item["heatmap"]) if item.get("heatmap") is not None else None
+
+        try:
+            steps = tuple(
+                PathStep(
+                    layer=str(step["layer"]),
+                    concept=int(step["concept"]),
+                    relevance=float(step["relevance"]),
+                    share=float(step["share"]),
+                    heatmap=heatmap(step),
+                    candidates=tuple(
+                        Candidate(
+                            layer=str(c["layer"]),
+                            concept=int(c["concept"]),
+                            relevance=float(c["relevance"]),
+                            share=float(c["share"]),
+                            heatmap=heatmap(c),
+                        )
+                        for c in step["candidates"]
+                    ),
+                    followed=bool(step["followed"]),
+                )
+                for step in data["steps"]
+            )
+            return cls(steps=steps, target=int(data["target"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(
+                f"not a concept path in ConceptPath.to_dict's form ({type(error).__name__}: {error}); load what "
+                "ConceptPath.to_json wrote"
+            ) from error
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> ConceptPath:
+        """The path back from :meth:`to_json`: a file path, or the JSON text itself."""
+        return cls.from_dict(read_json(source))
 
     def figure(self, inputs: torch.Tensor | None = None, size: float = 2.2) -> Figure:
         """A strip of the steps' conditional heatmaps (after the input, when given); needs matplotlib."""
@@ -131,8 +195,13 @@ class ConceptPath:
         return path_figure(self, inputs=inputs, size=size)
 
 
-def _layer_graph(attributor: Attributor, data: torch.Tensor, layer_graph: LayerGraph | None) -> LayerGraph:
-    return layer_graph if layer_graph is not None else trace_layers(attributor.model, data)
+def _layer_graph(
+    attributor: Attributor, data: torch.Tensor, layer_graph: LayerGraph | None, path: Sequence[Step] | str
+) -> LayerGraph:
+    if layer_graph is not None:
+        return layer_graph
+    first = parse_path(path)[0][0] if isinstance(path, str) else str(next(iter(path), ("", 0))[0])
+    return default_layer_graph(attributor.model, data, first)
 
 
 def _check_chain(chain: Sequence[Step], graph: LayerGraph) -> list[Step]:
@@ -143,7 +212,8 @@ def _check_chain(chain: Sequence[Step], graph: LayerGraph) -> list[Step]:
         if layer not in graph.inputs:
             raise LayerError(
                 f"layer {layer!r} is not in the layer graph ({list(graph.layers)[:6]}...); name conv or linear "
-                "layers, or pass layer_graph=trace_layers(model, sample, layers=[...])"
+                "layers, or blocks' outputs (trace_layers(model, sample, granularity='blocks')), or pass "
+                "layer_graph=trace_layers(model, sample, layers=[...])"
             )
     for (upper, _), (lower, _) in itertools.pairwise(steps):
         if lower not in graph.upstream(upper):
@@ -164,6 +234,7 @@ def concept_path(
     follow: int = 0,
     layer_graph: LayerGraph | None = None,
     candidate_heatmaps: bool = False,
+    progress: bool = True,
 ) -> ConceptPath:
     """Each step's conditional heatmap and the most relevant next concepts, along a path of concepts.
 
@@ -183,9 +254,13 @@ def concept_path(
     follow
         Extend the path by this many steps, each time to the most relevant candidate.
     layer_graph
-        Which layers feed which; default :func:`~glocal.graph.trace_layers` on the model's conv and linear layers.
+        Which layers feed which; default :func:`~glocal.graph.trace_layers` on the model's conv and linear layers, or
+        on the outputs of its blocks when the first step is a block (see
+        :func:`~glocal.attribution_graph.attribution_graph`).
     candidate_heatmaps
         Also compute each candidate's conditional heatmap (one more backward pass per candidate).
+    progress
+        Show a progress bar (steps) when the path takes more than a few seconds.
     """
     check_gradients_enabled()
     if k < 1:
@@ -193,11 +268,14 @@ def concept_path(
     if follow < 0:
         raise ValueError(f"follow must be a number of steps >= 0, got {follow}")
     data = _one_sample(data)
-    graph = _layer_graph(attributor, data, layer_graph)
+    graph = _layer_graph(attributor, data, layer_graph, path)
     chain = _check_chain(parse_path(path) if isinstance(path, str) else path, graph)
     given = len(chain)
     layers = list(dict.fromkeys([chain[0][0], *graph.upstream(chain[0][0])]))
-    with attributor.session(data, layers=layers, heatmap=False) as run:
+    with (
+        attributor.session(data, layers=layers, heatmap=False) as run,
+        progress_bar(given + follow, "concept path", enabled=progress, unit="step") as bar,
+    ):
         target = _resolve_target(run.output.detach(), target)
         for layer, concept in chain:
             _check_concept(attributor, layer, concept, run.probes[layer].below.shape[1:])  # type: ignore[union-attr]
@@ -250,6 +328,7 @@ def concept_path(
                 )
             )
             previous = relevance
+            bar.update(1)
             if index == len(chain) - 1 and follow > 0 and candidates:
                 best = candidates[0]
                 chain.append((best.layer, best.concept))
@@ -388,6 +467,7 @@ def path_consistency(
     k: int = 5,
     follow: int = 2,
     layer_graph: LayerGraph | None = None,
+    progress: bool = True,
 ) -> PathConsistency:
     """Do several images use the same concepts along a path? Votes, Jaccard and spatial agreement per concept.
 
@@ -401,6 +481,8 @@ def path_consistency(
         ``(N, ...)`` images, e.g. of one class.
     targets
         One output unit for all, one per image, or ``None`` for each image's prediction.
+    progress
+        Show a progress bar (images) when the images take more than a few seconds.
     """
     data = check_input(data)
     n = data.shape[0]
@@ -410,20 +492,25 @@ def path_consistency(
         per_image: list[int | None] = [int(t) for t in targets]
     else:
         per_image = [None if targets is None else int(targets)] * n
-    graph = _layer_graph(attributor, data[:1], layer_graph)
-    paths = tuple(
-        concept_path(
-            attributor,
-            data[i : i + 1],
-            path,
-            target=per_image[i],
-            k=k,
-            follow=follow,
-            layer_graph=graph,
-            candidate_heatmaps=True,
-        )
-        for i in range(n)
-    )
+    graph = _layer_graph(attributor, data[:1], layer_graph, path)
+    found_paths = []
+    with progress_bar(n, "path consistency", enabled=progress, unit="image") as bar:
+        for i in range(n):
+            found_paths.append(
+                concept_path(
+                    attributor,
+                    data[i : i + 1],
+                    path,
+                    target=per_image[i],
+                    k=k,
+                    follow=follow,
+                    layer_graph=graph,
+                    candidate_heatmaps=True,
+                    progress=False,
+                )
+            )
+            bar.update(1)
+    paths = tuple(found_paths)
     votes = Counter(str(p) for p in paths)
     depth_count = max(len(p.steps) for p in paths)
     jaccard = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def tensor_from_dict(data: Mapping[str, Any]) -> torch.Tensor:
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("="))).reshape(shape)
 
 
-def read_json(source: str | Path) -> Any:
+def read_json(source: str | os.PathLike[str]) -> Any:
     """Parsed JSON from a file path, or from JSON text (a string that starts with ``{`` or ``[``)."""
     if isinstance(source, str) and source.lstrip()[:1] in ("{", "["):
         text = source

@@ -590,7 +590,10 @@ def path_figure(
         column += 1
     for index, step in enumerate(path.steps):
         axes = figure.add_subplot(1, panels, column + index)
-        axes.imshow(heatmap_image(step.heatmap, cmap=cmap, percentile=percentile), interpolation="nearest")
+        if step.heatmap is not None:
+            axes.imshow(heatmap_image(step.heatmap, cmap=cmap, percentile=percentile), interpolation="nearest")
+        else:  # a path loaded from JSON saved without heatmaps
+            axes.set_facecolor("#f4f4f4")
         share = "of the layer" if index == 0 else "of the step above"
         mark = " (followed)" if step.followed else ""
         axes.set_title(f"{step.layer}:{step.concept}{mark}\n{step.share:+.1%} {share}", fontsize=8)

@@ -16,6 +16,7 @@ from glocal import Attributor, ConditionError, InputError, LayerError, TargetErr
 from glocal.atlas import (
     AtlasEntry,
     ConceptAtlas,
+    Fragmentation,
     atlas_figure,
     atlas_thumbnails,
     centre_square,
@@ -202,6 +203,18 @@ def test_regional_votes_equal_brute_force(skip64, digits64, kind):
         assert per_sample.region == "per-sample masks of shape (7, 16, 16)"
 
 
+def test_regional_and_vote_only_atlases_load_back(conv_net, images, tmp_path):
+    attributor = Attributor(conv_net, EpsilonPlusFlat())
+    regional = concept_atlas(attributor, images, ["5", "8"], k=3, region=centre_square(4), progress=False)
+    loaded = ConceptAtlas.from_json(regional.to_json())
+    assert loaded.region == regional.region == "CentreSquare(size=4)" and loaded.to_dict() == regional.to_dict()
+    votes = ConceptAtlas.from_votes({"conv": [3, 1, 0, 0]}, k=2)
+    again = ConceptAtlas.from_dict(json.loads(votes.to_json()))
+    assert again.to_dict() == votes.to_dict() and again.ballots["conv"].shape == (0, 2)
+    with pytest.raises(InputError, match="to_dict's form"):
+        ConceptAtlas.from_dict({"layers": ["conv"]})
+
+
 def test_centre_square_mask():
     assert centre_square(2)(torch.zeros(2, 3, 4, 4)).tolist() == [
         [0, 0, 0, 0],
@@ -293,7 +306,7 @@ def test_fragment_equals_brute_force(skip64, digits64):
     assert result.layer_shares["conv2"] == pytest.approx(float(expected[:4].sum()))
     assert result.layer_shares["parallel.0"] == pytest.approx(float(expected[4:].sum()))
     assert result.n_samples == 7
-    json.dumps(result.to_dict())
+    assert Fragmentation.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
     # explicit lower layers, predictions as targets
     predicted = skip64(inputs).argmax(1).tolist()
@@ -344,6 +357,11 @@ def test_references_thumbnails_figure_and_json(skip_net, tmp_path):
     restored = json.loads(json.dumps(atlas.to_dict()))
     assert restored["entries"]["conv2"][0]["references"] == list(atlas.entries["conv2"][0].references)
     assert restored["class_counts"] == {"0": 4, "1": 4, "2": 4}
+    loaded = ConceptAtlas.from_json(atlas.to_json(tmp_path / "atlas.json"))
+    assert loaded.to_dict() == atlas.to_dict()
+    assert loaded.entries == atlas.entries and loaded.class_entries == atlas.class_entries  # references included
+    assert all(torch.equal(loaded.ballots[layer], atlas.ballots[layer]) for layer in atlas.layers)
+    assert loaded.agreement(atlas)["conv2"]["jaccard"] == 1.0
 
     thumbnails = atlas_thumbnails(atlas, index, data, attributor, top=3, n=4, size=16)
     assert set(thumbnails) == {("conv2", c) for c in atlas.top("conv2", 3)}

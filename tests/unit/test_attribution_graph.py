@@ -175,3 +175,20 @@ def test_parse_path():
     ]
     with pytest.raises(InputError, match="layer:concept"):
         parse_path("features.40")
+
+
+def test_block_graph_of_the_real_mobilenet_v2():
+    """Naming a block gives the graph over the blocks' outputs: a chain, so widths bound every level exactly."""
+    from glocal.demo import composite
+    from real_models import mobilenet_v2, photos
+
+    model = mobilenet_v2()
+    sample = torch.nn.functional.interpolate(photos(("chelsea",)), size=112, mode="bilinear", antialias=True)  # quick
+    attributor = Attributor(model, composite())
+    graph = attribution_graph(attributor, sample, "features.16", 63, target=285, widths=[3, 2], progress=False)
+    assert [node.layer for node in graph.nodes] == ["features.16", *["features.15"] * 3, *["features.14"] * 6]
+    relevance = _layer_scores(attributor, sample, 285, graph.root.path, "features.15")
+    expected = relevance.argsort(descending=True, stable=True)[:3].tolist()
+    assert [child.concept for child, _ in graph.children(graph.root.id)] == expected
+    for child, edge in graph.children(graph.root.id):
+        assert edge.relevance == pytest.approx(float(relevance[child.concept]), rel=1e-4, abs=1e-7)

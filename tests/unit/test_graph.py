@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from glocal.errors import GlocalWarning, InputError, LayerError
-from glocal.graph import LayerGraph, trace_layers
+from glocal.graph import LayerGraph, block_layers, trace_layers
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -328,3 +328,82 @@ def test_example_and_method_checks(skip_net):
     with pytest.raises(ValueError, match=r"method must be one of 'auto', 'fx', 'autograd', got 'jit'"):
         trace_layers(skip_net, torch.rand(1, 1, 16, 16), method="jit")  # type: ignore[arg-type]
     assert LayerGraph(("a",), {"a": ()}).method == "autograd"  # the field has a default
+
+
+# -- the outputs of blocks --------------------------------------------------------------------------------------------
+
+
+class _Residual(torch.nn.Module):
+    """A residual block of a class glocal does not know by name: ``relu(x + conv(relu(conv(x))))``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.first = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        self.second = torch.nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.second(torch.relu(self.first(x))))
+
+
+class _Plain(torch.nn.Module):
+    """Same shape as a block, no residual sum: not a block."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)) * 2
+
+
+class _Stages(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.stage = torch.nn.Sequential(_Residual(4), _Residual(4))  # nested: the stage holds two blocks
+        self.plain = _Plain(4)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.plain(self.stage(self.stem(x))).mean((2, 3)))
+
+
+def test_block_layers_of_resnet_and_mobilenet():
+    resnet = torchvision.models.resnet18()
+    assert block_layers(resnet) == ["conv1", *(f"layer{i}.{j}" for i in range(1, 5) for j in range(2)), "fc"]
+    mobilenet = torchvision.models.mobilenet_v2()
+    # every InvertedResidual block, with or without its skip connection; the stem and head convs and the classifier
+    expected = ["features.0.0", *(f"features.{i}" for i in range(1, 18)), "features.18.0", "classifier.1"]
+    assert block_layers(mobilenet) == expected
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_block_graph_of_a_residual_model_is_a_chain(method):
+    model = torchvision.models.mobilenet_v2().eval()
+    graph = trace_layers(model, torch.rand(1, 3, 64, 64), granularity="blocks", method=method)
+    layers = block_layers(model)
+    assert graph.layers == tuple(layers)
+    assert dict(graph.inputs) == {name: tuple(layers[i - 1 : i]) for i, name in enumerate(layers)}
+    # the conv graph of the same model: residual blocks' projection convs are fed by up to three earlier ones
+    convs = trace_layers(model, torch.rand(1, 3, 64, 64), method=method)
+    assert set(convs.inputs["features.10.conv.0.0"]) == {"features.9.conv.2", "features.8.conv.2", "features.7.conv.2"}
+
+
+def test_blocks_found_by_their_residual_sum():
+    model = _Stages().eval()
+    assert block_layers(model) == ["stem", "stage.0", "stage.1", "plain.conv", "head"]
+    graph = trace_layers(model, torch.rand(1, 1, 6, 6), granularity="blocks")
+    assert dict(graph.inputs) == {
+        "stem": (),
+        "stage.0": ("stem",),
+        "stage.1": ("stage.0",),
+        "plain.conv": ("stage.1",),
+        "head": ("plain.conv",),
+    }
+
+
+def test_granularity_checks():
+    with pytest.raises(ValueError, match="granularity"):
+        trace_layers(_Stages(), torch.rand(1, 1, 6, 6), granularity="modules")
+    with pytest.raises(LayerError, match="pass one of the two"):
+        trace_layers(_Stages(), torch.rand(1, 1, 6, 6), layers=["stem"], granularity="blocks")

@@ -11,6 +11,7 @@ from zennit.composites import EpsilonPlus, EpsilonPlusFlat
 from glocal import Attributor
 from glocal.errors import InputError
 from glocal.paths import (
+    ConceptPath,
     concept_path,
     mean_jaccard,
     path_consistency,
@@ -118,3 +119,20 @@ def test_a_step_that_skips_layers_has_its_conditional_relevance(conv_net, images
     assert path.steps[1].relevance == pytest.approx(float(expected), rel=1e-5)
     assert path.steps[1].share == pytest.approx(float(expected) / path.steps[0].relevance, rel=1e-5)
     assert [c.layer for c in path.steps[1].candidates] == ["0", "0"]
+
+
+def test_json_round_trip_with_and_without_heatmaps(conv_net, images, tmp_path):
+    attributor = Attributor(conv_net, EpsilonPlusFlat())
+    path = concept_path(attributor, images[:1], [("8", 3)], target=1, k=3, follow=2, candidate_heatmaps=True)
+    loaded = ConceptPath.from_json(path.to_json(tmp_path / "path.json", heatmaps=True))
+    assert loaded == path and str(loaded) == str(path)  # every step and candidate value (heatmaps below)
+    for ours, theirs in zip(loaded.steps, path.steps, strict=True):
+        torch.testing.assert_close(ours.heatmap, theirs.heatmap, rtol=0, atol=0)
+        for mine, other in zip(ours.candidates, theirs.candidates, strict=True):
+            assert other.heatmap is not None
+            torch.testing.assert_close(mine.heatmap, other.heatmap, rtol=0, atol=0)
+    plain = ConceptPath.from_json(path.to_json())  # heatmaps are left out by default
+    assert plain == path and all(step.heatmap is None for step in plain.steps)
+    plain.figure()  # drawn with empty boxes where heatmaps were not saved
+    with pytest.raises(InputError, match="to_dict's form"):
+        ConceptPath.from_dict({"target": 1})
