@@ -18,8 +18,16 @@ Two ways of starting the relevance (``mode``):
     (``{layer: [channel], "y": [target]}``, sole path): *how the model used the concept for its decision*.
     zennit-crp instead starts at the layer's activation for both modes (its issue #11).
 ``"activation"`` (ActMax)
-    Relevance starts at the layer itself from the concept's activation (``start_layer=layer``): *what in the
-    input makes the concept fire*.
+    Relevance starts at the layer itself (``start_layer=layer``) from the *positive part* of the concept's
+    activation, ``max(a, 0)`` on each of the channel's units: *what in the input makes the concept fire*. On a layer
+    whose output is already rectified this is the activation itself; on a convolution followed by a ReLU (the index
+    records the convolution's output) it is what the ReLU passes on, so that the negative responses, which the
+    model discards, do not swamp the heatmap (zennit-crp starts from the raw activation, whose sum there is often
+    negative: every pixel then counts as irrelevant and the reference is faded out). The crop is the receptive
+    field of the most active unit, ``argmax_p a(p)``, started from its (positive) activation alone.
+
+Only samples with a positive score are references (:meth:`~glocal.index.ConceptIndex.samples`): a concept that
+nothing in the dataset uses (or excites) gets fewer references, or none, with a :class:`~glocal.GlocalWarning`.
 
 Boxes are ``(top, left, bottom, right)`` in input pixels with exclusive ``bottom`` and ``right``, so
 ``image[..., top:bottom, left:right]`` is the crop.
@@ -41,7 +49,7 @@ from PIL import Image, ImageDraw
 from .concepts import ChannelConcept, NeuronConcept
 from .conditions import Condition, PerSample
 from .engine import Attributor
-from .errors import InputError
+from .errors import InputError, warn
 from .index.fingerprint import composite_fingerprint, model_fingerprint
 from .index.scan import label_list, split_sample
 from .index.statistics import MODES as INDEX_MODES
@@ -134,6 +142,16 @@ def _check_per_sample(values: Sequence[int] | None, n: int, what: str, needed: b
     return values
 
 
+def positive_part(activation: torch.Tensor) -> torch.Tensor:
+    """``max(a, 0)``: where ActMax references start their relevance (the engine's ``init_rel``)."""
+    return activation.clamp(min=0)
+
+
+def _start(layer: str, mode: str) -> dict[str, Any]:
+    """The engine options that start a reference's relevance: at ``layer`` from its positive part (ActMax)."""
+    return {"start_layer": layer, "init_rel": positive_part} if mode == "activation" else {}
+
+
 def _condition(
     layer: str, ids: tuple[int, ...] | PerSample, targets: list[int] | None, mode: str
 ) -> tuple[Condition, str | None]:
@@ -167,7 +185,7 @@ def reference_heatmaps(
         Ignored with ``mode="activation"``.
     mode
         ``"relevance"``: from the target output through the concept only (sole path). ``"activation"``: from the
-        concept's activation at ``layer``.
+        positive part ``max(a, 0)`` of the concept's activation at ``layer``.
 
     Returns
     -------
@@ -176,8 +194,8 @@ def reference_heatmaps(
     """
     _check_mode(mode)
     targets = _check_per_sample(targets, samples.shape[0], "targets", needed=mode == "relevance")
-    condition, start_layer = _condition(layer, (int(channel),), targets, mode)
-    result = attributor(samples, condition, start_layer=start_layer, sole_path=True)
+    condition, _ = _condition(layer, (int(channel),), targets, mode)
+    result = attributor(samples, condition, sole_path=True, **_start(layer, mode))
     assert result.heatmap is not None
     return result.heatmap
 
@@ -257,8 +275,7 @@ def receptive_field_boxes(
         concepts={layer: NeuronConcept()},
         output_name=attributor.output_name,
     )
-    start_layer = layer if mode == "activation" else None
-    with neurons.session(samples, layers=[layer], start_layer=start_layer, sole_path=True) as run:
+    with neurons.session(samples, layers=[layer], sole_path=True, **_start(layer, mode)) as run:
         activation = run.probes[layer].below
         assert activation is not None
         shape = activation.shape[1:]
@@ -404,12 +421,19 @@ def reference_grid(
     title: str | None = None,
     margin: int = 4,
     background: tuple[int, int, int] = (255, 255, 255),
+    empty_size: int = 64,
 ) -> Image.Image:
-    """Tile images (of any sizes) row by row into one RGB image, with an optional title strip on top."""
-    if not images:
-        raise ValueError("no images to tile; give at least one")
+    """Tile images (of any sizes) row by row into one RGB image, with an optional title strip on top.
+
+    Without images (a concept without references) the result is one empty grey cell of ``empty_size`` pixels
+    marked "none", so that a figure keeps its layout.
+    """
     if columns < 1:
         raise ValueError(f"columns must be a positive number, got {columns}")
+    if not images:
+        cell = Image.new("RGB", (empty_size, empty_size), (200, 200, 200))
+        ImageDraw.Draw(cell).text((4, empty_size // 2 - 6), "none", fill=(90, 90, 90))
+        images = [cell]
     columns = min(columns, len(images))
     rows = math.ceil(len(images) / columns)
     cell_width = max(image.width for image in images)
@@ -455,8 +479,7 @@ def _heatmaps_and_boxes(
     neurons = Attributor(
         attributor.model, attributor.composite, concepts={layer: NeuronConcept()}, output_name=attributor.output_name
     )
-    start_layer = layer if mode == "activation" else None
-    with neurons.session(samples, layers=[layer], start_layer=start_layer, sole_path=True) as run:
+    with neurons.session(samples, layers=[layer], sole_path=True, **_start(layer, mode)) as run:
         activation = run.probes[layer].below
         assert activation is not None
         shape = activation.shape[1:]
@@ -477,6 +500,16 @@ def _heatmaps_and_boxes(
     assert result.heatmap is not None
     both = result.grid(result.heatmap)
     return both[:, 0], [_box(heatmap, threshold, padding) for heatmap in both[:, 1]]
+
+
+def _progress_bar(total: int, enabled: bool, description: str) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, desc=description, unit="batch", dynamic_ncols=True)
 
 
 @dataclass(frozen=True)
@@ -509,13 +542,15 @@ def make_references(
     box_threshold: float = 0.01,
     box_padding: int = 2,
     batch_size: int = 32,
+    progress: bool = True,
 ) -> list[Reference]:
     """:func:`make_reference` for several concepts of ``layer`` at once: their samples share batches.
 
     With channel concepts and ``crop=True``, the samples of all concepts are attributed together in batches of
     ``batch_size`` (one forward pass per batch, heatmaps and boxes from it), which for many concepts with few samples
     each is much faster than one call per concept (large layers, such as a classifier's, run once per batch instead
-    of once per concept). The result equals one :func:`make_reference` call per concept.
+    of once per concept). The result equals one :func:`make_reference` call per concept. ``progress`` shows a
+    progress bar when there is more than one batch.
     """
     _check_mode(mode)
     if batch_size < 1:
@@ -546,7 +581,11 @@ def make_references(
                 f"positions must give one value per sample: got {len(positions)} for {samples.shape[0]} samples"
             )
         parts = []
-        for start in range(0, samples.shape[0], batch_size):
+        starts = range(0, samples.shape[0], batch_size)
+        bar = _progress_bar(len(starts), progress and len(starts) > 1, f"glocal references of {layer}")
+        for start in starts:
+            if bar is not None:
+                bar.update(1)
             chunk = slice(start, start + batch_size)
             parts.append(
                 _heatmaps_and_boxes(
@@ -561,6 +600,8 @@ def make_references(
                     box_padding,
                 )
             )
+        if bar is not None:
+            bar.close()
         all_heatmaps = torch.cat([heatmaps for heatmaps, _ in parts]) if parts else torch.zeros(0)
         all_boxes = [box for _, boxes in parts for box in boxes]
         computed = []
@@ -698,12 +739,27 @@ def _display(inputs: torch.Tensor, to_image: ImageFunction) -> torch.Tensor:
 def _class_samples(
     index: ConceptIndex, layer: str, concept: int, label: int, n: int
 ) -> tuple[list[int], list[float], list[int]]:
-    """The class top-k of ``concept`` for class ``label``, with the positions the scan stored."""
-    stats = index.statistics(layer)
-    if not 0 <= label < stats.classes:
-        raise InputError(f"label must be a class of the index, 0 to {stats.classes - 1}, got {label}")
-    ids, scores, positions = stats.class_entries(label, concept)
-    return ids[:n].tolist(), scores[:n].tolist(), positions[:n].tolist()
+    """The class top-k of ``concept`` for class ``label`` with a positive score, with the positions the scan stored."""
+    index.class_samples(layer, concept, label, 0)  # checks the concept and label (glocal errors with valid ranges)
+    ids, scores, positions = index.statistics(layer).class_entries(label, concept)
+    keep = scores > 0
+    return ids[keep][:n].tolist(), scores[keep][:n].tolist(), positions[keep][:n].tolist()
+
+
+def _empty_reference(layer: str, channel: int, mode: Mode, size: int) -> Reference:
+    """The references of a concept without any sample of positive score: none."""
+    return Reference(
+        layer=layer,
+        channel=int(channel),
+        mode=mode,
+        sample_ids=(),
+        scores=(),
+        boxes=(),
+        tensors=torch.zeros(0, 3, size, size),
+        images=(),
+        heatmaps=None,
+        targets=None,
+    )
 
 
 def _load(dataset: Any, ids: Sequence[int]) -> tuple[torch.Tensor, list[Any]]:
@@ -763,6 +819,7 @@ def concept_references(
     box_threshold: float = ...,
     box_padding: int = ...,
     batch_size: int = ...,
+    progress: bool = ...,
 ) -> Reference: ...
 
 
@@ -785,6 +842,7 @@ def concept_references(
     box_threshold: float = ...,
     box_padding: int = ...,
     batch_size: int = ...,
+    progress: bool = ...,
 ) -> dict[int, Reference]: ...
 
 
@@ -806,6 +864,7 @@ def concept_references(
     box_threshold: float = 0.01,
     box_padding: int = 2,
     batch_size: int = 32,
+    progress: bool = True,
 ) -> Reference | dict[int, Reference]:
     """The references of ``concept`` of ``layer``: its top samples in ``index``, attributed, cropped and rendered.
 
@@ -828,7 +887,9 @@ def concept_references(
     mode
         The index's ranking, one of ``glocal.index.MODES``.
     n
-        How many samples, best first (fewer when the index holds fewer).
+        How many samples, best first. Fewer when the index kept fewer, or when fewer have a positive score (a
+        :class:`~glocal.GlocalWarning` says which concepts); a concept without any gets a :class:`Reference` without
+        samples (its :meth:`~Reference.grid` shows one empty cell).
     label
         Only samples of this class (the index's class statistics, ranked by ``relmax_sum``, the only mode they keep).
     size, crop, opacity, box_threshold, box_padding
@@ -842,6 +903,8 @@ def concept_references(
 
     batch_size
         Samples attributed together when several concepts are asked for.
+    progress
+        Show a progress bar when the samples take more than one batch.
 
     Returns
     -------
@@ -884,14 +947,19 @@ def concept_references(
         )
     found: dict[int, Reference] = {}
     missing: list[tuple[int, ReferenceSamples, str | None]] = []
+    short: list[str] = []
     for channel in dict.fromkeys(concepts):
         if label is None:
             ids, scores, positions = index.samples(layer, channel, mode, n)
+            kept = int((index.top(layer, mode).ids[channel][:n] >= 0).sum())
         else:
             ids, scores, positions = _class_samples(index, layer, channel, int(label), n)
+            kept = min(n, len(index.statistics(layer).class_entries(int(label), channel)[0]))
+        if len(ids) < kept:  # fewer than the index kept: the others have no positive score
+            short.append(f"{channel} ({len(ids)})")
         if not ids:
-            where = "" if label is None else f" of class {label}"
-            raise InputError(f"the index holds no samples{where} for concept {channel} of layer {layer!r} ({mode})")
+            found[channel] = _empty_reference(layer, channel, reference_mode, size)
+            continue
         inputs, labels = _load(dataset, ids)
         images = _display(inputs, to_image)
         key = None
@@ -918,6 +986,17 @@ def concept_references(
         targets = _targets(index, attributor, samples, labels, label) if reference_mode == "relevance" else None
         missing.append((channel, ReferenceSamples(channel, images, samples, ids, scores, positions, targets), key))
 
+    if short:
+        what = "activation" if reference_mode == "activation" else "relevance"
+        where = "" if label is None else f" among the samples of class {label}"
+        shown = ", ".join(short[:8]) + (f" and {len(short) - 8} more" if len(short) > 8 else "")
+        verb = "concepts of layer {!r} have" if len(short) > 1 else "concept of layer {!r} has"
+        warn(
+            f"{len(short)} {verb.format(layer)} fewer than {n} samples with a positive {what} score{where} "
+            f"({mode}): channel (references) {shown}. "
+            f"Samples where a concept has no positive {what} are no references of it, so these concepts get fewer "
+            "references (an empty Reference when none)."
+        )
     made = make_references(
         attributor,
         layer,
@@ -929,6 +1008,7 @@ def concept_references(
         box_threshold=box_threshold,
         box_padding=box_padding,
         batch_size=batch_size,
+        progress=progress,
     )
     for (channel, _, key), reference in zip(missing, made, strict=True):
         if reference.heatmaps is not None:

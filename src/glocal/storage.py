@@ -8,9 +8,15 @@ An index directory holds::
     <dir>/checkpoints/LATEST           the name of the last complete checkpoint directory
 
 Every change a reader could observe is made atomically: files and directories are written under a temporary name,
-flushed to disk (``fsync``) and then moved into place with :func:`os.replace`. A crash (even ``SIGKILL``) at any
-moment therefore leaves either the old or the new state readable, and a reader in another process sees the last
-complete checkpoint and only fully written final arrays.
+flushed to disk and then moved into place with :func:`os.replace`. A crash (even ``SIGKILL``, or the machine losing
+power) at any moment therefore leaves either the old or the new state readable, and a reader in another process sees
+the last complete checkpoint and only fully written final arrays.
+
+What a rename needs is that the renamed data is on disk before the rename is (otherwise a power loss can leave a
+complete-looking name over empty files); a process crash alone loses nothing that was written. A zarr tree is many
+small files, and one ``fsync`` per file costs a journal commit each (seconds for an index of many layers), so a tree
+is flushed with one ``syncfs`` of its file system where the platform has it (Linux), and file by file elsewhere;
+renames are then made durable by flushing their directories (or one more ``syncfs``).
 
 Array keys are ``/``-separated paths; each part may contain any character (layer names such as ``features.28``).
 On disk, characters other than ``A-Z a-z 0-9 _ -`` are escaped as ``~XX`` (hex of their UTF-8 bytes).
@@ -23,12 +29,16 @@ A reference cache directory (:class:`ReferenceCache`) holds one entry per key (a
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import io
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 import uuid
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -46,9 +56,12 @@ __all__ = [
     "IndexCorruptedError",
     "IndexKeyError",
     "IndexMismatchError",
+    "IndexNotFoundError",
     "IndexReadOnlyError",
     "IndexStore",
     "ReferenceCache",
+    "mismatch_error",
+    "summarise_differences",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +74,8 @@ _STAGING = "staging"
 _PROGRESS = "progress.json"
 _CHECKPOINT_ARRAYS = "state.npz"  # one file: checkpoints are frequent, zarr's per-array cost is not needed
 _STATUS = "status"
+_RESULT = "result"  # what the writer learnt by the end (e.g. the exact dataset fingerprint); set by mark_complete
+_RESERVED = (_STATUS, _RESULT)
 _IN_PROGRESS = "in-progress"
 _COMPLETE = "complete"
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -68,7 +83,61 @@ _ROW_CHUNK_BYTES = 4 * 2**20
 
 
 class IndexMismatchError(GlocalError, ValueError):
-    """An index directory exists, but was produced by something other than what is given now."""
+    """An index directory exists, but was produced by something other than what is given now.
+
+    Attributes
+    ----------
+    differences
+        Every difference, one line each (the message shows a summary).
+    """
+
+    def __init__(self, message: str, differences: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.differences = list(differences)
+
+
+class IndexNotFoundError(GlocalError, FileNotFoundError):
+    """A directory that holds no glocal index (missing, empty, something else, or a zennit-crp output folder)."""
+
+
+_SHOWN_DIFFERENCES = 3
+
+
+def summarise_differences(lines: Sequence[str], shown: int = _SHOWN_DIFFERENCES) -> str:
+    """A few lines for many ``"<dotted key>: ..."`` differences: how many of each kind, and the first ``shown``.
+
+    The kind is the key's first part, or its first two when it has more (``composite.rules`` for the rules of each
+    module).
+
+    Examples
+    --------
+    >>> print(summarise_differences([f"composite.rules.conv{i}.rule: index has A, given has B" for i in range(40)]
+    ...                             + ["k: index has 40, given has 8"], shown=2))
+    41 differences: composite.rules (40), k (1); the first 2:
+      composite.rules.conv0.rule: index has A, given has B
+      composite.rules.conv1.rule: index has A, given has B
+    """
+    kinds: dict[str, int] = {}
+    for line in lines:
+        parts = line.split(":", 1)[0].split(".")
+        kind = ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    counts = ", ".join(f"{kind} ({count})" for kind, count in kinds.items())
+    head = f"{len(lines)} difference{'s' if len(lines) != 1 else ''}: {counts}"
+    if len(lines) <= shown:
+        return head + ":\n  " + "\n  ".join(lines)
+    return head + f"; the first {shown}:\n  " + "\n  ".join(lines[:shown])
+
+
+def mismatch_error(what: str, lines: Sequence[str], advice: str) -> IndexMismatchError:
+    """An :class:`IndexMismatchError` whose message summarises ``lines`` (all of them logged at DEBUG level)."""
+    logger.debug("%s; all %d differences:\n  %s", what, len(lines), "\n  ".join(lines))
+    more = (
+        f"\nAll {len(lines)} are listed in this error's `differences` attribute (and the debug log)."
+        if len(lines) > _SHOWN_DIFFERENCES
+        else ""
+    )
+    return IndexMismatchError(f"{what}. {summarise_differences(lines)}{more}\n{advice}", lines)
 
 
 class IndexCorruptedError(GlocalError, ValueError):
@@ -124,8 +193,41 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _load_syncfs() -> Any:
+    """libc's ``syncfs`` (Linux), or ``None`` where the platform lacks it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_syncfs = _load_syncfs()
+
+
+def _sync_filesystem(path: Path) -> bool:
+    """Flush every written file of the file system holding ``path`` (one call); ``False`` if that is unavailable."""
+    if _syncfs is None:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return bool(_syncfs(fd) == 0)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(root: Path) -> None:
-    """Flush every file and directory below ``root`` (and ``root`` itself) to disk."""
+    """Flush every file and directory below ``root`` (and ``root`` itself) to disk.
+
+    One ``syncfs`` of the file system where available; otherwise one ``fsync`` per file and directory.
+    """
+    if _sync_filesystem(root):
+        return
     for directory, _, files in os.walk(root, topdown=False):
         for name in files:
             _fsync_path(Path(directory) / name)
@@ -246,6 +348,42 @@ def _array_keys(root: Path) -> list[str]:
     )
 
 
+_ZENNIT_CRP_FOLDER = re.compile(r"^(RelMax|ActMax|RelStats|ActStats)_(sum|max)_(normed|unnormed)$")
+
+
+def _not_an_index(directory: Path) -> str:
+    """Why ``directory`` is not an index, and what to do."""
+    if not directory.exists():
+        return f"{directory} does not exist; check the path, or build an index there with glocal.index.build_index"
+    if not directory.is_dir():
+        return f"{directory} is a file, not an index directory; give the directory that glocal.index.build_index wrote"
+    entries = sorted(entry.name for entry in directory.iterdir())
+    crp = [name for name in entries if _ZENNIT_CRP_FOLDER.match(name) and (directory / name).is_dir()]
+    if crp:
+        shown = ", ".join(f"{name}/" for name in crp[:4]) + (", ..." if len(crp) > 4 else "")
+        return (
+            f"{directory} is an output folder of zennit-crp's FeatureVisualization ({shown}), not a glocal index. "
+            f"Import it once with glocal.compat.import_zennit_crp({str(directory)!r}, <new index directory>) and "
+            "open that directory (glocal.index.ConceptIndex.open)."
+        )
+    if not entries:
+        return (
+            f"{directory} is empty: no index has been built there yet. Build one with glocal.index.build_index(model, "
+            "composite, dataset, layers, directory), or check the path"
+        )
+    nested = [name for name in entries if (directory / name / _MANIFEST).exists()]
+    if nested:
+        return (
+            f"{directory} holds no index itself (no {_MANIFEST}), but {', '.join(nested[:3])} inside it does: open "
+            f"{directory / nested[0]}"
+        )
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    return (
+        f"{directory} holds no glocal index (no {_MANIFEST}; it holds {shown}). Check the path, or build an index "
+        "with glocal.index.build_index"
+    )
+
+
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -295,19 +433,20 @@ class IndexStore:
         """
         directory = Path(path)
         given = dict(manifest)
-        if _STATUS in given:
-            raise ValueError(f"the manifest key {_STATUS!r} is reserved for the index's status; rename that key")
+        for reserved in _RESERVED:
+            if reserved in given:
+                raise ValueError(f"the manifest key {reserved!r} is reserved for the index itself; rename that key")
         given = json.loads(_to_json(given, "manifest"))  # compare as stored (tuples become lists)
         manifest_path = directory / _MANIFEST
         if manifest_path.exists():
             stored = cls._load_manifest(manifest_path)
-            existing = {k: v for k, v in stored.items() if k != _STATUS}
+            existing = {k: v for k, v in stored.items() if k not in _RESERVED}
             differences = _manifest_differences(existing, given)
             if differences:
-                listed = "\n  ".join(differences)
-                raise IndexMismatchError(
-                    f"{directory} holds an index made by something else than what is given now:\n  {listed}\n"
-                    "Nothing was changed. Choose another directory, or delete this one to build the index anew."
+                raise mismatch_error(
+                    f"{directory} holds an index made by something else than what is given now",
+                    differences,
+                    "Nothing was changed. Choose another directory, or delete this one to build the index anew.",
                 )
         else:
             if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -329,20 +468,18 @@ class IndexStore:
 
         Raises
         ------
-        FileNotFoundError
-            ``path`` holds no index.
+        IndexNotFoundError
+            ``path`` holds no index (a :class:`FileNotFoundError`); the message says what it holds instead (e.g. the
+            output folder of zennit-crp's ``FeatureVisualization``, and how to import it).
         IndexCorruptedError
             The manifest cannot be read.
         """
         directory = Path(path)
         manifest_path = directory / _MANIFEST
         if not manifest_path.exists():
-            raise FileNotFoundError(
-                f"{directory} holds no index (no {_MANIFEST}); build one first with IndexStore.create, "
-                "or check the path"
-            )
+            raise IndexNotFoundError(_not_an_index(directory))
         stored = cls._load_manifest(manifest_path)
-        return cls(directory, {k: v for k, v in stored.items() if k != _STATUS}, writable=False)
+        return cls(directory, {k: v for k, v in stored.items() if k not in _RESERVED}, writable=False)
 
     @staticmethod
     def _load_manifest(path: Path) -> dict[str, Any]:
@@ -365,6 +502,11 @@ class IndexStore:
     def manifest(self) -> dict[str, Any]:
         """What produced the index (without its status); a copy."""
         return json.loads(json.dumps(self._manifest))
+
+    @property
+    def result(self) -> dict[str, Any]:
+        """What the writer stored when it marked the index complete (:meth:`mark_complete`); empty before."""
+        return dict(self._load_manifest(self._path / _MANIFEST).get(_RESULT) or {})
 
     @property
     def complete(self) -> bool:
@@ -484,8 +626,10 @@ class IndexStore:
                     os.replace(target, trash)
                     shutil.rmtree(trash)
                 os.replace(staged / f"a{i}", target)
-            for parent in {str((self._path / _ARRAYS / _key_path(key)).parent) for key in arrays}:
-                _fsync_path(Path(parent))
+            parent_dirs = {str((self._path / _ARRAYS / _key_path(key)).parent) for key in arrays}
+            if len(parent_dirs) <= 2 or not _sync_filesystem(self._path):
+                for parent in parent_dirs:
+                    _fsync_path(Path(parent))
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 
@@ -505,10 +649,11 @@ class IndexStore:
                 known.add(group)
         return self._path / _ARRAYS / path
 
-    def mark_complete(self) -> None:
-        """Mark the index complete (atomically)."""
+    def mark_complete(self, result: Mapping[str, Any] | None = None) -> None:
+        """Mark the index complete (atomically), storing ``result`` (JSON-serialisable; see :attr:`result`)."""
         self._require_writable()
-        _write_file_atomic(self._path / _MANIFEST, _to_json({**self._manifest, _STATUS: _COMPLETE}, "manifest"))
+        document = {**self._manifest, _STATUS: _COMPLETE, **({_RESULT: dict(result)} if result else {})}
+        _write_file_atomic(self._path / _MANIFEST, _to_json(document, "manifest"))
 
     def open_rows(self, key: str, shape: tuple[int, ...], dtype: np.typing.DTypeLike = np.float16) -> zarr.Array:
         """A large ``(samples, concepts)`` array in the index, filled in row blocks: ``rows[start:stop] = block``.

@@ -15,8 +15,9 @@ import torch
 from zennit.composites import EpsilonPlusFlat
 
 from glocal.index import ConceptIndex, build_index
+from glocal.index.fingerprint import batch_digests, combine_digests
 from glocal.index.scan import run_scan
-from glocal.storage import IndexCorruptedError, IndexMismatchError, IndexStore
+from glocal.storage import IndexCorruptedError, IndexMismatchError, IndexNotFoundError, IndexStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 import index_job
@@ -32,6 +33,8 @@ def assert_same_index(one: Path, other: Path, exact_sums: bool = True) -> None:
     a, b = IndexStore.open(one), IndexStore.open(other)
     assert a.complete and b.complete
     assert sorted(a.keys()) == sorted(b.keys())
+    # the exact dataset fingerprint does not depend on how the scan was split or interrupted
+    assert a.result == b.result and a.result["dataset"]["samples"] == 61
     for key in a:
         if key.endswith("relevance_sum") and not exact_sums:
             np.testing.assert_allclose(a.read(key), b.read(key), rtol=1e-12, atol=1e-15)
@@ -91,7 +94,7 @@ def test_resume_after_sigkill_equals_uninterrupted(reference, tmp_path):
     assert not IndexStore.open(directory).complete
     # a reader can open the half-built index: it shows the last checkpoint
     partial = ConceptIndex.open(directory)
-    assert not partial.complete and partial.samples("5", 0)[0]
+    assert not partial.complete and bool((partial.top("5").ids >= 0).any())
     subprocess.run([sys.executable, str(JOB), str(directory)], check=True, timeout=300)
     assert_same_index(directory, reference)
 
@@ -168,3 +171,87 @@ def test_mismatched_or_corrupted_index_is_an_error_and_untouched(reference, tmp_
             progress=False,
         )
     assert tree_bytes(directory) == before
+
+
+class Variant(torch.utils.data.Dataset):
+    """``index_job``'s data with sample ``changed`` flipped, failing at ``fail_at``; wrapped in ``index_job.Slow``
+    (the class the manifests name) by :func:`variant`."""
+
+    def __init__(self, changed: int, fail_at: int | None) -> None:
+        self.inner, self.changed, self.fail_at = index_job.dataset(), changed, fail_at
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        if index == self.fail_at:
+            raise RuntimeError("the scan stops here")
+        x, y = self.inner[index]
+        return (x.flip(-1) if index == self.changed else x), y
+
+
+def variant(changed: int = 5, fail_at: int | None = None) -> index_job.Slow:
+    """Sample 5 is not one of the 16 that the quick fingerprint reads (0, 4, 8, ..., 60)."""
+    return index_job.Slow(Variant(changed, fail_at), 0)
+
+
+def test_dataset_fingerprint_covers_every_sample(reference):
+    data = index_job.Slow(index_job.dataset(), 0)
+    index = ConceptIndex.open(reference, dataset=data, progress=False)
+    assert index.dataset_sha256 == combine_digests(61, 4, batch_digests(data, 4, progress=False))
+    changed = variant()
+    ConceptIndex.open(reference, dataset=changed, dataset_check="quick")  # 16 samples: the change goes unseen
+    with pytest.raises(IndexMismatchError, match=r"samples 4-7 \(batch 1\)") as error:
+        ConceptIndex.open(reference, dataset=changed, progress=False)
+    assert error.value.differences == ["dataset: samples 4-7 (batch 1) changed"]
+
+
+def test_resume_checks_the_scanned_samples_and_announces_itself(reference, tmp_path, caplog, capsys):
+    directory = tmp_path / "index"
+    data = index_job.Slow(index_job.dataset(), 0)
+    with pytest.raises(RuntimeError, match="stops here"):  # interrupted in batch 10 (checkpoints after each batch)
+        index_job.build(variant(changed=-1, fail_at=41), str(directory))
+    with pytest.raises(IndexMismatchError, match=r"changed since the interrupted scan.*samples 4-7 \(batch 1\)"):
+        index_job.build(variant(), str(directory))
+    caplog.set_level("INFO", logger="glocal.index.build")
+    capsys.readouterr()
+    build_index(
+        index_job.model(),
+        EpsilonPlusFlat(),
+        data,
+        ["2", "5"],
+        directory,
+        k=4,
+        batch_size=4,
+        checkpoint_every=1,
+        store_matrix=True,
+        progress=True,
+    )
+    assert "resuming the scan" in caplog.text and "10 of 16 batches (40 samples) were done" in caplog.text
+    bar = capsys.readouterr().err
+    assert "glocal scan (resumed)" in bar and "10/16" in bar and " 0/16" not in bar
+    assert_same_index(directory, reference)
+
+
+def test_mismatch_is_summarised_with_the_full_list_attached(reference, tmp_path):
+    from zennit.composites import EpsilonAlpha2Beta1Flat
+
+    data = index_job.Slow(index_job.dataset(), 0)
+    with pytest.raises(IndexMismatchError) as error:
+        ConceptIndex.open(reference, model=index_job.model(), composite=EpsilonAlpha2Beta1Flat(), dataset=data)
+    message = str(error.value)
+    assert len(error.value.differences) > 3 and "composite.rules (" in message and "the first 3:" in message
+    assert len(message.splitlines()) <= 8 and "`differences` attribute" in message
+    assert all(line.split(":")[0] in message or line not in message for line in error.value.differences)
+
+
+def test_zennit_crp_folder_says_how_to_import_it(tmp_path):
+    for name in ("RelMax_sum_normed", "ActMax_sum_normed", "RelStats_sum_normed"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(IndexNotFoundError, match=r"zennit-crp's FeatureVisualization.*import_zennit_crp"):
+        ConceptIndex.open(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="is empty") as error:
+        ConceptIndex.open(empty)
+    assert "IndexStore" not in str(error.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 from zennit.composites import EpsilonPlus
 
-from glocal import Attributor
+from glocal import Attributor, ConceptError, GlocalWarning, LayerError, TargetError
 from glocal.index import ConceptIndex, build_index
 from glocal.references import Reference, concept_references, receptive_field_boxes, reference_heatmaps
 from glocal.storage import ReferenceCache
@@ -117,13 +118,19 @@ def test_several_concepts_share_batches_and_equal_one_call_each(built, mode: str
 def test_per_class_references_hold_only_that_class(built) -> None:
     model, index, data = built
     attributor = Attributor(model, EpsilonPlus())
+    found = 0
     for label in range(3):
-        reference = concept_references(index, data, attributor, LAYER, CONCEPT, n=6, label=label)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GlocalWarning)  # some classes do not use the concept
+            reference = concept_references(index, data, attributor, LAYER, CONCEPT, n=6, label=label)
         ids, scores = index.class_samples(LAYER, CONCEPT, label, 6)
-        assert list(reference.sample_ids) == ids and ids
+        assert list(reference.sample_ids) == ids
         assert all(int(data[i][1]) == label for i in ids)
+        assert all(score > 0 for score in scores)
         assert list(reference.scores) == pytest.approx(scores)
-        assert reference.targets == (label,) * len(ids)
+        assert reference.targets == ((label,) * len(ids) if ids else None)
+        found += len(ids)
+    assert found > 0
     with pytest.raises(ValueError, match="relmax_sum"):
         concept_references(index, data, attributor, LAYER, CONCEPT, mode="actmax_sum", label=0)
 
@@ -216,3 +223,103 @@ def test_to_image_is_used_and_keys_the_cache(built, tmp_path: Path) -> None:
     with _count_forwards(model) as calls:
         concept_references(index, data, attributor, LAYER, CONCEPT, n=2, crop=False, cache=cache)
     assert calls[0] > 0  # the default to_image is another entry
+
+
+def test_concepts_without_positive_scores_get_fewer_references_and_a_warning(built) -> None:
+    model, index, data = built
+    attributor = Attributor(model, EpsilonPlus())
+    stats = index.statistics(LAYER)
+    top = stats.top["relmax_sum"]
+    positive = (top.scores > 0).sum(1).tolist()  # per concept, how many kept samples have positive relevance
+    assert min(positive) < index.manifest["k"], "the fixture should have a concept with non-positive scores"
+    with pytest.warns(GlocalWarning, match="fewer than 6 samples with a positive relevance score"):
+        references = concept_references(index, data, attributor, LAYER, list(range(4)), n=6)
+    for concept, reference in references.items():
+        assert len(reference.sample_ids) == positive[concept]
+        assert all(score > 0 for score in reference.scores)
+        expected = top.ids[concept][top.scores[concept] > 0].tolist()
+        assert list(reference.sample_ids) == expected
+        assert reference.grid().size[0] > 0  # an empty reference still draws (one empty cell)
+
+
+def test_an_all_negative_concept_returns_no_samples(tmp_path: Path) -> None:
+    # relevance of class 0 only flows through channel 0, with a negative output weight: channel 0 has only negative
+    # relevance, so it gets no references
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(72, 1))
+    with torch.no_grad():
+        model[0].weight.abs_()
+        model[0].bias.zero_()
+        model[3].weight.zero_()
+        model[3].weight[0, :36] = -1.0
+    data = torch.utils.data.TensorDataset(torch.rand(6, 1, 8, 8), torch.zeros(6, dtype=torch.long))
+    index = build_index(model, EpsilonPlus(), data, ["0"], tmp_path / "index", k=4, progress=False)
+    assert index.samples("0", 0) == ([], [], [])
+    assert index.top("0").ids[0].tolist() != [-1] * 4  # the index kept samples, with scores <= 0
+    with pytest.warns(GlocalWarning, match="an empty Reference when none"):
+        reference = concept_references(index, data, Attributor(model, EpsilonPlus()), "0", 0, n=3)
+    assert reference.sample_ids == () and reference.images == () and reference.tensors.shape[0] == 0
+
+
+def test_index_methods_name_the_valid_range(built) -> None:
+    _, index, _ = built
+    for call in (
+        lambda: index.samples(LAYER, 999),
+        lambda: index.samples(LAYER, -1),
+        lambda: index.class_samples(LAYER, 4, 0),
+        lambda: index.classes(LAYER, 999),
+    ):
+        with pytest.raises(ConceptError, match=r"layer '2' has 4 concepts \(channels 0 to 3\)"):
+            call()
+    with pytest.raises(TargetError, match=r"3 classes \(0 to 2\)"):
+        index.class_samples(LAYER, 0, 7)
+    for call in (lambda: index.samples("nope", 0), lambda: index.statistics("nope"), lambda: index.matrix("nope")):
+        with pytest.raises(LayerError, match=r"no layer 'nope'; it indexes \['2'\]"):
+            call()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        index.samples(LAYER, 0, "relmax")
+    with pytest.raises(KeyError, match="store_matrix=True"):
+        index.matrix(LAYER)
+
+
+def test_actmax_references_of_an_unrectified_conv_are_not_blank(tmp_path: Path) -> None:
+    """The pretrained MNIST CNN records ``conv_layers.6`` before its ReLU: every channel's raw activation sums to
+    less than zero on every digit, so ranking and starting heatmaps from it faded every reference out."""
+    from zennit.composites import EpsilonPlusFlat
+
+    from real_models import mnist_cnn, mnist_digits
+
+    torch.set_num_threads(1)
+    model = mnist_cnn()
+    images, labels = mnist_digits(200)
+    data = torch.utils.data.TensorDataset(images, labels)
+    layer = "conv_layers.6"
+    index = build_index(
+        model, EpsilonPlusFlat(), data, [layer], tmp_path / "index", k=8, batch_size=100, progress=False
+    )
+    recorded: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: recorded.append(o.detach()))
+    with torch.no_grad():
+        model(images)
+    handle.remove()
+    activation = recorded[0].flatten(2)  # (200, 128, 49)
+    assert bool((activation.sum(-1) < 0).all())  # the raw ActMax score is negative for every digit and channel
+    positive = activation.clamp(min=0).sum(-1)
+    channels = [0, 1, 2, 3]
+    for channel in channels:  # the index ranks by the positive activation, ties by the smaller id
+        ids, scores, positions = index.samples(layer, channel, "actmax_sum", 4)
+        expected = sorted(range(200), key=lambda i: (-float(positive[i, channel]), i))[:4]
+        assert ids == expected
+        torch.testing.assert_close(torch.tensor(scores), positive[expected, channel], rtol=1e-5, atol=1e-5)
+        assert positions == activation[expected, channel].argmax(-1).tolist()  # the most active unit
+    references = concept_references(
+        index, data, Attributor(model, EpsilonPlusFlat()), layer, channels, mode="actmax_sum", n=4, progress=False
+    )
+    for channel, reference in references.items():
+        assert reference.heatmaps is not None and len(reference.sample_ids) == 4
+        mass = reference.heatmaps.clamp(min=0).flatten(1).sum(1)
+        assert bool((mass > 1.0).all()), (channel, mass)  # measured 2.7 to 17.4 (the raw start gave 0)
+        for heatmap, (top, left, bottom, right) in zip(reference.heatmaps, reference.boxes, strict=True):
+            crop = heatmap[top:bottom, left:right]
+            shown = (crop > 0.2 * crop.max()).float().mean()  # the part render_references does not fade
+            assert crop.max() > 0 and shown > 0.02, (channel, float(shown))

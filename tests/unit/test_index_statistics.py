@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from glocal.index.statistics import MODES, LayerStatistics, concept_scores
@@ -15,7 +16,7 @@ def test_statistics_equal_brute_force_and_merge_exactly():
     generator = torch.Generator().manual_seed(0)
     n, concepts, classes, k = 40, 5, 3, 4
     relevance = torch.randn(n, concepts, 3, 3, generator=generator)
-    activation = torch.rand(n, concepts, 3, 3, generator=generator)
+    activation = torch.randn(n, concepts, 3, 3, generator=generator)  # signed, as a convolution before its ReLU
     labels = torch.randint(0, classes, (n,), generator=generator)
     ids = torch.arange(100, 100 + n)
 
@@ -36,8 +37,12 @@ def test_statistics_equal_brute_force_and_merge_exactly():
         "relmax_max": rel.max(-1).values,
         "relmax_sum_norm": rel.sum(-1) / total,
         "relmax_max_norm": rel.max(-1).values / total,
-        "actmax_sum": act.sum(-1),
-        "actmax_max": act.max(-1).values,
+        "actmax_sum": act.clamp(min=0).sum(-1),
+        "actmax_max": act.clamp(min=0).max(-1).values,
+        "actmax_sum_norm": act.sum(-1) / act.sum(-1).abs().sum(-1, keepdim=True),
+        "actmax_max_norm": act.max(-1).values / act.max(-1).values.abs().sum(-1, keepdim=True),
+        "actmax_sum_raw": act.sum(-1),
+        "actmax_max_raw": act.max(-1).values,
     }
     for stats in (whole, merged):
         for mode in MODES:
@@ -74,3 +79,29 @@ def test_multi_label_class_statistics_use_per_class_relevance():
     )
     assert stats.class_count.tolist() == [1, 0, 1]
     assert concept_scores(relevance, relevance)["relmax_sum"][0].tolist() == [[1.0, 2.0]]
+
+
+def test_positive_actmax_ranks_by_what_a_relu_passes_on():
+    # one concept, two positions; sample 0: +3 and -5 (raw sum -2), sample 1: +1 and +1 (raw sum 2), sample 2: all < 0
+    activation = torch.tensor([[[3.0, -5.0]], [[1.0, 1.0]], [[-1.0, -2.0]]])
+    scores = concept_scores(torch.zeros_like(activation), activation)
+    assert scores["actmax_sum"][0].flatten().tolist() == [3.0, 2.0, 0.0]
+    assert scores["actmax_max"][0].flatten().tolist() == [3.0, 1.0, 0.0]
+    assert scores["actmax_sum_raw"][0].flatten().tolist() == [-2.0, 2.0, -3.0]
+    assert scores["actmax_sum"][1].flatten().tolist() == [0, 0, 0]  # the most active unit
+
+
+def test_normalised_actmax_equals_zennit_crp():
+    crp_concepts = pytest.importorskip("crp.concepts")
+    generator = torch.Generator().manual_seed(1)
+    activation = torch.randn(12, 6, 4, 4, generator=generator)
+    scores = concept_scores(torch.zeros_like(activation), activation)
+    for target in ("sum", "max"):
+        for norm, mode in ((True, f"actmax_{target}_norm"), (False, f"actmax_{target}_raw")):
+            order, values, positions = crp_concepts.ChannelConcept().reference_sampling(
+                activation, max_target=target, abs_norm=norm
+            )
+            ours, where = scores[mode]
+            # zennit-crp sorts each concept's samples; the same scores (bitwise, float32) at the same units
+            assert torch.equal(ours.float().gather(0, order), values), mode
+            assert torch.equal(where.gather(0, order), positions), mode

@@ -67,9 +67,14 @@ def test_actmax_heatmaps_equal_start_layer_calls(data: torch.Tensor) -> None:
     attributor = Attributor(_net(), EpsilonPlus())
     heatmaps = reference_heatmaps(attributor, data, LAYER, 1, mode="activation")
     for n in range(data.shape[0]):
-        single = attributor(data[n : n + 1], {LAYER: [1]}, start_layer=LAYER).heatmap
-        assert single is not None
-        torch.testing.assert_close(heatmaps[n], single[0], rtol=1e-5, atol=1e-7)
+        # ActMax starts from the positive part of the channel's activation (layer "1" is a conv before its ReLU)
+        positive = attributor(
+            data[n : n + 1], {LAYER: [1]}, start_layer=LAYER, init_rel=lambda a: a.clamp(min=0)
+        ).heatmap
+        assert positive is not None
+        torch.testing.assert_close(heatmaps[n], positive[0], rtol=1e-5, atol=1e-7)
+        raw = attributor(data[n : n + 1], {LAYER: [1]}, start_layer=LAYER).heatmap
+        assert raw is not None and not torch.allclose(heatmaps[n], raw[0])
     relmax = reference_heatmaps(attributor, data, LAYER, 1, TARGETS, mode="relevance")
     assert not torch.allclose(heatmaps, relmax)
 
@@ -103,8 +108,11 @@ def test_box_is_the_known_receptive_field(data: torch.Tensor, mode: str, row: in
         padding=0,
     )
     expected = (max(row - 2, 0), max(column - 2, 0), min(row + 3, SIZE), min(column + 3, SIZE))
-    if mode == "activation":
-        assert boxes == [expected] * data.shape[0]
+    if mode == "activation":  # started from the unit's positive activation: none when the unit is not active
+        with torch.no_grad():
+            active = _net()[:2](data)[:, channel, row, column] > 0
+        assert active.any() and not active.all()
+        assert boxes == [expected if on else (0, 0, SIZE, SIZE) for on in active.tolist()]
     else:  # a unit whose ReLU is off gets no relevance: then the whole sample is kept
         assert all(box in (expected, (0, 0, SIZE, SIZE)) for box in boxes)
         assert expected in boxes
@@ -112,9 +120,9 @@ def test_box_is_the_known_receptive_field(data: torch.Tensor, mode: str, row: in
 
 def test_box_padding_and_threshold(data: torch.Tensor) -> None:
     attributor = Attributor(_net(), _epsilon())
-    positions = [5 * SIZE + 6, 0, 11 * SIZE + 4, 3 * SIZE + 11]
+    positions = [5 * SIZE + 6, 1 * SIZE + 0, 11 * SIZE + 0, 3 * SIZE + 11]  # active units of channel 2
     padded = receptive_field_boxes(attributor, data, LAYER, 2, positions, mode="activation", threshold=0.0, padding=1)
-    assert padded == [(2, 3, 9, 10), (0, 0, 4, 4), (8, 1, 12, 8), (0, 8, 7, 12)]
+    assert padded == [(2, 3, 9, 10), (0, 0, 5, 4), (8, 0, 12, 4), (0, 8, 7, 12)]
     tight = receptive_field_boxes(attributor, data, LAYER, 2, positions, mode="activation", threshold=0.5, padding=0)
     for (top, left, bottom, right), (p_top, p_left, p_bottom, p_right) in zip(tight, padded, strict=True):
         assert p_top <= top < bottom <= p_bottom and p_left <= left < right <= p_right

@@ -155,7 +155,7 @@ def test_non_index_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IndexCorruptedError, match="not an index directory"):
         IndexStore.create(tmp_path, MANIFEST)
     assert snapshot(tmp_path) == {"notes.txt": b"mine"}
-    with pytest.raises(FileNotFoundError, match="holds no index"):
+    with pytest.raises(FileNotFoundError, match="holds no glocal index"):
         IndexStore.open(tmp_path)
 
 

@@ -13,6 +13,11 @@ Layout: the index directory holds the final arrays and manifest (:class:`~glocal
 of a run checkpoints its own share under ``ranks/<rank>-of-<world>/``. A scan killed at any moment and started again
 with the same arguments continues after its last checkpoint and ends with the same index as an uninterrupted one.
 
+The scan hashes every sample as it loads it; the index keeps one digest per batch and, once complete, the exact
+dataset fingerprint (:attr:`ConceptIndex.dataset_sha256`; see :mod:`glocal.index.fingerprint`). A resumed scan first
+re-hashes the samples it had done (reading them, without running the model) and stops if any changed;
+:meth:`ConceptIndex.open` given the dataset checks every sample the same way.
+
 Distributed runs: start one process per rank with ``torchrun`` (or any launcher) and call
 ``torch.distributed.init_process_group`` (``gloo`` on CPU, ``nccl`` on GPU) before :func:`build_index`; each rank scans
 the batches ``rank, rank + world, ...``, and rank 0 merges the shares (exactly) and writes the index. Without a shared
@@ -23,6 +28,7 @@ directory to be shared.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,10 +38,19 @@ import torch
 import zennit.core
 
 from .._version import __version__
-from ..errors import InputError
-from ..storage import IndexMismatchError, IndexStore
-from .fingerprint import composite_fingerprint, dataset_fingerprint, differences, model_fingerprint
-from .scan import ScanState, run_scan, split_sample
+from ..errors import ConceptError, InputError, LayerError, TargetError
+from ..storage import IndexKeyError, IndexStore, mismatch_error
+from .fingerprint import (
+    DIGEST_BYTES,
+    batch_digests,
+    combine_digests,
+    composite_fingerprint,
+    dataset_fingerprint,
+    differences,
+    digest_changes,
+    model_fingerprint,
+)
+from .scan import ScanState, batches_for, run_scan, split_sample
 from .statistics import MODES, LayerStatistics
 from .topk import TopK
 
@@ -44,6 +59,20 @@ __all__ = ["ConceptIndex", "build_index"]
 logger = logging.getLogger(__name__)
 
 _MATRIX = "matrix"
+_DIGESTS = "__dataset__/batch_digests"  # (batches, 32) uint8: each fixed batch's digest (a rank's share in checkpoints)
+
+
+def _digest_rows(digests: Sequence[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), DIGEST_BYTES).copy()
+
+
+def _interleave(shares: Sequence[np.ndarray], world: int) -> np.ndarray:
+    """The batch digests of all ranks in batch order (rank ``r`` scanned batches ``r, r + world, ...``)."""
+    total = sum(share.shape[0] for share in shares)
+    out = np.zeros((total, DIGEST_BYTES), dtype=np.uint8)
+    for rank, share in enumerate(shares):
+        out[rank : rank + world * share.shape[0] : world] = share
+    return out
 
 
 def _distributed() -> tuple[int, int]:
@@ -125,6 +154,9 @@ def build_index(
     checkpoint_every
         Batches between checkpoints.
     """
+    from ..composites import resolve as resolve_composite  # "auto": the composite glocal.composites.auto picks
+
+    composite, _ = resolve_composite(model, composite)
     dataset, batch_size = _unwrap(dataset, batch_size)
     if len(dataset) == 0:
         raise InputError("the dataset is empty")
@@ -162,7 +194,17 @@ def build_index(
         state = ScanState(
             layers, k, _unflatten(arrays, layers), int(done["batches_done"]), int(done["samples_done"]), class_k
         )
-        logger.info("resuming %s after %d batches", directory, state.batches_done)
+        mine = batches_for(len(dataset), batch_size, rank, world)
+        logger.info(
+            "resuming the scan in %s%s: %d of %d batches (%d samples) were done; checking that those samples are "
+            "unchanged, then continuing",
+            directory,
+            f" (rank {rank} of {world})" if world > 1 else "",
+            state.batches_done,
+            len(mine),
+            state.samples_done,
+        )
+        state.digests = _check_resumed(dataset, batch_size, rank, world, arrays.get(_DIGESTS), state, num_workers)
 
     matrices: dict[str, Any] = {}
 
@@ -177,7 +219,7 @@ def build_index(
         if current.statistics is not None and current.batches_done % checkpoint_every == 0:
             share.write_checkpoint(
                 current.batches_done,
-                _flatten(current.statistics),
+                {**_flatten(current.statistics), _DIGESTS: _digest_rows(current.digests)},
                 {"batches_done": current.batches_done, "samples_done": current.samples_done},
             )
 
@@ -199,6 +241,7 @@ def build_index(
         progress=progress and rank == 0,
     )
     arrays = _flatten(state.statistics) if state.statistics is not None else {}
+    arrays[_DIGESTS] = _digest_rows(state.digests)
     if world > 1 and state.statistics is not None and state.batches_done % checkpoint_every != 0:
         # a rank's final state outlives it until rank 0 has merged (one process writes its results right away)
         share.write_checkpoint(
@@ -207,11 +250,13 @@ def build_index(
     if world > 1:
         gathered: list[Any] | None = [None] * world if rank == 0 else None
         torch.distributed.gather_object(arrays, gathered, dst=0)
-        shares = [g for g in (gathered or []) if g]
+        everything = list(gathered or [])
     else:
-        shares = [arrays]
+        everything = [arrays]
     if rank == 0:
         assert root is not None
+        digests = _interleave([share.pop(_DIGESTS) for share in everything], world)
+        shares = [share for share in everything if share]  # ranks with no batches have no statistics
         if len(shares) == 1:
             results = shares[0]
         else:
@@ -221,20 +266,95 @@ def build_index(
                 merged = {layer: merged[layer].merge(other_stats[layer]) for layer in layers}
             results = _flatten(merged)
         if store_matrix:
-            for layer in layers:
-                key = f"{layer}/{_MATRIX}"
-                parts = [IndexStore.open(directory / "ranks" / f"{r}-of-{world}") for r in range(world)]
-                first = parts[0].rows(key)
-                target = root.open_rows(key, tuple(first.shape), np.float16)
-                for r, part in enumerate(parts):
-                    rows = part.rows(key)
-                    for start in range(r * batch_size, len(dataset), world * batch_size):
-                        target[start : start + batch_size] = rows[start : start + batch_size]
-        root.write_results(results)
-        root.mark_complete()
+            _merge_matrices(directory, root, layers, world, batch_size, len(dataset), progress)
+        root.write_results({**results, _DIGESTS: digests})
+        fingerprint = combine_digests(len(dataset), batch_size, digests)
+        root.mark_complete({"dataset": {"sha256": fingerprint, "samples": len(dataset), "batch_size": batch_size}})
     if world > 1:
         torch.distributed.barrier()
     return ConceptIndex.open(directory)
+
+
+def _merge_matrices(
+    directory: Path, root: IndexStore, layers: Sequence[str], world: int, batch_size: int, length: int, progress: bool
+) -> None:
+    """Copy each rank's rows of the per-sample matrices into the index (rank ``r`` holds batches ``r + i * world``)."""
+    parts = [IndexStore.open(directory / "ranks" / f"{r}-of-{world}") for r in range(world)]
+    bar = _bar(len(layers) * world, progress, "glocal: merging matrices", "share")
+    for layer in layers:
+        key = f"{layer}/{_MATRIX}"
+        first = parts[0].rows(key)
+        target = root.open_rows(key, tuple(first.shape), np.float16)
+        for r, part in enumerate(parts):
+            rows = part.rows(key)
+            for start in range(r * batch_size, length, world * batch_size):
+                target[start : start + batch_size] = rows[start : start + batch_size]
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+
+
+def _bar(total: int, enabled: bool, description: str, unit: str) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True)
+
+
+def _check_resumed(
+    dataset: Any,
+    batch_size: int,
+    rank: int,
+    world: int,
+    stored: np.ndarray | None,
+    state: ScanState,
+    num_workers: int,
+) -> list[bytes]:
+    """Re-hash the batches a resumed scan had done; the digests, or an error naming the samples that changed."""
+    numbers = [rank + i * world for i in range(state.batches_done)]
+    actual = batch_digests(dataset, batch_size, numbers, num_workers=num_workers, progress=rank == 0)
+    if stored is not None:
+        changes = digest_changes(np.asarray(stored), actual, numbers, batch_size, len(dataset))
+        if changes:
+            raise mismatch_error(
+                "the dataset changed since the interrupted scan: samples it had already scanned differ now",
+                changes,
+                "Resume with the same data, or start a new index in another directory (or delete this one).",
+            )
+    return [bytes(row) for row in actual]
+
+
+def _check_dataset(store: IndexStore, dataset: Any, progress: bool) -> list[str]:
+    """Every sample of ``dataset`` against the batch digests the index kept; lines naming those that differ."""
+    batch_size = int(store.manifest["batch_size"])
+    if store.complete:
+        try:
+            stored = store.read(_DIGESTS)
+        except IndexKeyError:
+            logger.info(
+                "the index at %s keeps no batch digests (made by an older glocal): quick check only", store.path
+            )
+            return []
+        return _compare(dataset, batch_size, list(range(stored.shape[0])), stored, progress)
+    lines = []
+    ranks = store.path / "ranks"
+    for share_dir in sorted(ranks.iterdir()) if ranks.exists() else []:
+        checkpoint = IndexStore.open(share_dir).read_checkpoint()
+        if checkpoint is None or _DIGESTS not in checkpoint[0]:
+            continue
+        rank, world = (int(part) for part in share_dir.name.split("-of-"))
+        stored = checkpoint[0][_DIGESTS]
+        lines += _compare(dataset, batch_size, [rank + i * world for i in range(stored.shape[0])], stored, progress)
+    return lines
+
+
+def _compare(dataset: Any, batch_size: int, numbers: list[int], stored: np.ndarray, progress: bool) -> list[str]:
+    actual = batch_digests(dataset, batch_size, numbers, progress=progress)
+    return digest_changes(stored, actual, numbers, batch_size, len(dataset))
 
 
 class ConceptIndex:
@@ -260,8 +380,32 @@ class ConceptIndex:
         model: torch.nn.Module | None = None,
         composite: zennit.core.Composite | None = None,
         dataset: Any = None,
+        dataset_check: str = "full",
+        progress: bool = True,
     ) -> ConceptIndex:
-        """Open the index in ``directory``; with ``model``/``composite``/``dataset`` given, check they made it."""
+        """Open the index in ``directory``; with ``model``/``composite``/``dataset`` given, check they made it.
+
+        Parameters
+        ----------
+        directory
+            The index directory (:func:`build_index`'s).
+        model, composite, dataset
+            What the index should have been made with; any difference raises
+            :class:`~glocal.storage.IndexMismatchError` (its message summarises, its ``differences`` lists all).
+        dataset_check
+            ``"full"``: hash every sample of ``dataset`` (reading it once, without running the model) and compare
+            with the digests the scan kept, naming the samples that changed; ``"quick"``: only the length and 16
+            evenly spaced samples.
+        progress
+            Show a progress bar while hashing the dataset.
+
+        Raises
+        ------
+        IndexNotFoundError
+            ``directory`` holds no index (the message says what it holds, e.g. a zennit-crp output folder).
+        """
+        if dataset_check not in ("full", "quick"):
+            raise InputError(f"dataset_check must be 'full' or 'quick', got {dataset_check!r}")
         store = IndexStore.open(directory)
         manifest = store.manifest
         found: list[str] = []
@@ -272,14 +416,16 @@ class ConceptIndex:
                 {"composite": manifest["composite"]}, {"composite": composite_fingerprint(composite, model)}
             )
         if dataset is not None:
-            found += differences(
-                {"dataset": manifest["dataset"]}, {"dataset": dataset_fingerprint(_unwrap(dataset, None)[0])}
-            )
+            plain = _unwrap(dataset, None)[0]
+            quick = differences({"dataset": manifest["dataset"]}, {"dataset": dataset_fingerprint(plain)})
+            found += quick
+            if not quick and dataset_check == "full":
+                found += [f"dataset: {line} changed" for line in _check_dataset(store, plain, progress)]
         if found:
-            listed = "\n  ".join(found)
-            raise IndexMismatchError(
-                f"the index in {directory} was not made with what was given:\n  {listed}\n"
-                "Open it without these arguments to read it anyway, or build a new index."
+            raise mismatch_error(
+                f"the index in {directory} was not made with what was given",
+                found,
+                "Open it without these arguments to read it anyway, or build a new index.",
             )
         if store.complete:
             return cls(store, None, True)
@@ -296,10 +442,46 @@ class ConceptIndex:
             arrays = _flatten(merged)
         return cls(store, arrays, False)
 
+    @property
+    def dataset_sha256(self) -> str | None:
+        """The exact fingerprint of the indexed dataset (every sample; see :mod:`glocal.index.fingerprint`), once
+        the index is complete; ``None`` before, or for an index made by an older glocal or imported."""
+        value = self.store.result.get("dataset", {}).get("sha256")
+        return None if value is None else str(value)
+
+    # -- checks ------------------------------------------------------------------------------------------------------
+
+    def _check_layer(self, layer: str) -> None:
+        if layer not in self.layers:
+            raise LayerError(
+                f"the index has no layer {layer!r}; it indexes {self.layers}. Give one of those, or build an index "
+                f"of {layer!r}"
+            )
+
+    def _check_concept(self, layer: str, concept: Any) -> int:
+        try:
+            value = operator.index(concept)
+        except TypeError:
+            raise ConceptError(
+                f"a concept is a channel number (an int), got {type(concept).__name__} {concept!r}"
+            ) from None
+        count = self.statistics(layer).concepts
+        if not 0 <= value < count:
+            raise ConceptError(
+                f"concept {value} is out of range: layer {layer!r} has {count} concepts (channels 0 to {count - 1})"
+            )
+        return value
+
+    @staticmethod
+    def _check_n(n: int | None) -> None:
+        if n is not None and (isinstance(n, bool) or operator.index(n) < 0):
+            raise InputError(f"n is a number of samples >= 0 (or None for all), got {n!r}")
+
+    # -- reading -----------------------------------------------------------------------------------------------------
+
     def statistics(self, layer: str) -> LayerStatistics:
         """All statistics of ``layer`` (read from disk on first use)."""
-        if layer not in self.layers:
-            raise KeyError(f"the index has no layer {layer!r}; it indexes {self.layers}")
+        self._check_layer(layer)
         if layer not in self._statistics:
             prefix = f"{layer}/"
             if self._arrays is None:
@@ -308,37 +490,68 @@ class ConceptIndex:
                 arrays = {key[len(prefix) :]: value for key, value in self._arrays.items() if key.startswith(prefix)}
             arrays = {key: value for key, value in arrays.items() if _MATRIX not in key}
             if not arrays:
-                raise KeyError(f"the index has no data for {layer!r} yet (the scan has not reached a checkpoint)")
+                raise LayerError(
+                    f"the index has no data for {layer!r} yet: the scan has not reached its first checkpoint. Wait for "
+                    "it, or lower build_index's checkpoint_every"
+                )
             self._statistics[layer] = LayerStatistics.from_arrays(arrays)
         return self._statistics[layer]
 
     def top(self, layer: str, mode: str = "relmax_sum") -> TopK:
-        """The top-k state of ``mode`` (one of ``glocal.index.statistics.MODES``)."""
+        """The top-k state of ``mode`` (one of ``glocal.index.MODES``), as the scan kept it (scores of any sign)."""
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         return self.statistics(layer).top[mode]
 
     def samples(
         self, layer: str, concept: int, mode: str = "relmax_sum", n: int | None = None
     ) -> tuple[list[int], list[float], list[int]]:
         """Sample ids, scores and positions of the ``n`` samples that use (``relmax_*``) or excite (``actmax_*``)
-        ``concept`` most, best first."""
+        ``concept`` most, best first.
+
+        Only samples with a positive score count: a sample whose concept has no positive relevance (or, for ActMax,
+        no positive activation) is no reference of it. Fewer than ``n`` samples (or none) come back when fewer have a
+        positive score among the ``k`` the index kept; the scores of the modes are defined in
+        :mod:`glocal.index.statistics`.
+        """
+        self._check_n(n)
         top = self.top(layer, mode)
-        keep = top.ids[concept] >= 0
+        concept = self._check_concept(layer, concept)
+        keep = (top.ids[concept] >= 0) & (top.scores[concept] > 0)
         ids, scores, positions = top.ids[concept][keep], top.scores[concept][keep], top.positions[concept][keep]
         n = len(ids) if n is None else n
         return ids[:n].tolist(), scores[:n].tolist(), positions[:n].tolist()
 
+    def _check_label(self, layer: str, label: Any) -> int:
+        classes = self.statistics(layer).classes
+        try:
+            value = operator.index(label)
+        except TypeError:
+            raise TargetError(f"a class label is an int, got {type(label).__name__} {label!r}") from None
+        if not 0 <= value < classes:
+            raise TargetError(
+                f"label {value} is not a class of the index: it has {classes} classes (0 to {classes - 1})"
+            )
+        return value
+
     def class_samples(
         self, layer: str, concept: int, label: int, n: int | None = None
     ) -> tuple[list[int], list[float]]:
-        """The samples of class ``label`` that use ``concept`` most (RelMax, relevance summed over space)."""
+        """The samples of class ``label`` that use ``concept`` most (RelMax, relevance summed over space), best
+        first; only those with positive relevance (so possibly fewer than ``n``)."""
+        self._check_n(n)
+        concept = self._check_concept(layer, concept)
+        label = self._check_label(layer, label)
         ids, scores, _ = self.statistics(layer).class_entries(label, concept)
+        keep = scores > 0
+        ids, scores = ids[keep], scores[keep]
         n = len(ids) if n is None else n
         return ids[:n].tolist(), scores[:n].tolist()
 
     def classes(self, layer: str, concept: int, n: int = 5, mean: bool = True) -> list[tuple[int, float]]:
         """The classes that use ``concept`` most: ``(class, mean or summed relevance)``, largest first."""
+        self._check_n(n)
+        concept = self._check_concept(layer, concept)
         stats = self.statistics(layer)
         assert stats.class_relevance is not None and stats.class_count is not None
         values = stats.class_relevance[:, concept]
@@ -349,4 +562,15 @@ class ConceptIndex:
 
     def matrix(self, layer: str) -> Any:
         """The ``(samples, concepts)`` float16 concept-relevance matrix (lazy), if the scan stored it."""
-        return self.store.rows(f"{layer}/{_MATRIX}")
+        self._check_layer(layer)
+        try:
+            return self.store.rows(f"{layer}/{_MATRIX}")
+        except IndexKeyError:
+            raise IndexKeyError(
+                f"the index at {self.store.path} holds no relevance matrix of {layer!r}"
+                + (
+                    ": it was built without store_matrix=True; build it again with store_matrix=True"
+                    if self.complete
+                    else " yet (the scan is in progress, or was started without store_matrix=True)"
+                )
+            ) from None

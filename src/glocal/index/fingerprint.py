@@ -3,6 +3,15 @@
 A fingerprint is a small JSON-serialisable dict. Two indexes made from equal fingerprints are interchangeable;
 :func:`differences` explains in words why two fingerprints differ.
 
+Datasets get two fingerprints. :func:`dataset_fingerprint` hashes the length and 16 evenly spaced samples: cheap, it
+is part of an index's manifest and rejects a different dataset before any work. The exact one covers every sample and
+costs no extra pass: the scan hashes each sample as it loads it (:func:`sample_digest`), each fixed batch ``b`` of
+consecutive samples gets :func:`batch_digest`, and :func:`combine_digests` hashes the batch digests in batch order.
+Batches are the same wherever and whenever they are scanned, so the result does not depend on how a distributed run
+split the batches or where a resumed run continued. The index keeps the batch digests; a resumed scan re-hashes the
+batches it had done, and a reader given the dataset re-hashes all (:func:`batch_digests`), each naming the samples
+that changed.
+
 zennit rules keep their parameters (epsilon, gamma, low/high, ...) in closures, so a rule is fingerprinted by what
 it computes: a copy is registered on small fixed probe layers, relevance is propagated through them once, and the
 resulting input relevance (rounded to 6 significant digits, so that platforms agree) is hashed.
@@ -13,13 +22,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["composite_fingerprint", "dataset_fingerprint", "differences", "model_fingerprint"]
+__all__ = [
+    "DIGEST_BYTES",
+    "batch_digest",
+    "batch_digests",
+    "combine_digests",
+    "composite_fingerprint",
+    "dataset_fingerprint",
+    "differences",
+    "digest_changes",
+    "model_fingerprint",
+    "sample_digest",
+]
 
 _SAMPLES = 16
 _DIGITS = 6
@@ -216,6 +236,114 @@ def dataset_fingerprint(dataset: Any) -> dict[str, Any]:
         digest.update(f"#{position}".encode())
         _update_sample(digest, dataset[position])
     return {"class": _qualname(dataset), "length": length, "samples": positions, "sha256": digest.hexdigest()}
+
+
+DIGEST_BYTES = 32  # sha256
+
+
+def sample_digest(index: int, item: Any) -> bytes:
+    """The sha256 of dataset item ``index`` (its position and every part of it: input, label, ...)."""
+    digest = hashlib.sha256(f"#{int(index)}".encode())
+    _update_sample(digest, item)
+    return digest.digest()
+
+
+def batch_digest(sample_digests: Sequence[bytes]) -> bytes:
+    """The sha256 of one batch: its samples' digests in order."""
+    return hashlib.sha256(b"".join(sample_digests)).digest()
+
+
+def combine_digests(length: int, batch_size: int, digests: np.ndarray) -> str:
+    """The exact dataset fingerprint (hex sha256): the batch digests ``(batches, 32)`` uint8 in batch order.
+
+    Examples
+    --------
+    >>> data = [float(i) for i in range(5)]
+    >>> batches = [[0, 1], [2, 3], [4]]
+    >>> rows = [batch_digest([sample_digest(i, data[i]) for i in b]) for b in batches]
+    >>> combine_digests(5, 2, np.frombuffer(b"".join(rows), np.uint8).reshape(3, 32)) == combine_digests(
+    ...     5, 2, batch_digests(data, 2, progress=False))
+    True
+    """
+    digests = np.ascontiguousarray(digests, dtype=np.uint8)
+    expected = -(-int(length) // int(batch_size))
+    if digests.shape != (expected, DIGEST_BYTES):
+        raise ValueError(f"expected {expected} batch digests of {DIGEST_BYTES} bytes, got an array {digests.shape}")
+    digest = hashlib.sha256(f"{int(length)}/{int(batch_size)}".encode())
+    digest.update(digests.tobytes())
+    return digest.hexdigest()
+
+
+class _Hashed(torch.utils.data.Dataset[bytes]):
+    """A dataset whose items are their digests (for a DataLoader: workers hash in parallel)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> bytes:
+        return sample_digest(index, self.dataset[index])
+
+
+def _join(items: list[bytes]) -> bytes:
+    return batch_digest(items)
+
+
+def batch_digests(
+    dataset: Any,
+    batch_size: int,
+    batches: Sequence[int] | None = None,
+    *,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> np.ndarray:
+    """The digests ``(len(batches), 32)`` uint8 of the fixed batches ``batches`` (default: all) of ``dataset``.
+
+    Batch ``b`` holds samples ``b * batch_size`` to ``(b + 1) * batch_size - 1``. This reads the samples (with
+    ``num_workers`` DataLoader workers) but runs no model.
+    """
+    length = len(dataset)
+    count = -(-length // batch_size)
+    numbers = list(range(count)) if batches is None else [int(b) for b in batches]
+    if not numbers:
+        return np.zeros((0, DIGEST_BYTES), dtype=np.uint8)
+    sampler = [list(range(b * batch_size, min((b + 1) * batch_size, length))) for b in numbers]
+    loader: torch.utils.data.DataLoader[bytes] = torch.utils.data.DataLoader(
+        _Hashed(dataset), batch_sampler=sampler, num_workers=num_workers, collate_fn=_join
+    )
+    rows = []
+    bar = _bar(len(numbers), progress, "glocal: hashing the dataset")
+    for digest in loader:
+        rows.append(digest)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), DIGEST_BYTES).copy()
+
+
+def _bar(total: int, enabled: bool, description: str) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, desc=description, unit="batch", dynamic_ncols=True)
+
+
+def digest_changes(
+    expected: np.ndarray, actual: np.ndarray, batches: Sequence[int], batch_size: int, length: int
+) -> list[str]:
+    """Lines naming the batches (and their sample ids) whose digests differ, e.g. ``"samples 64-95 (batch 2)"``."""
+    lines = []
+    for row, number in enumerate(batches):
+        if not np.array_equal(expected[row], actual[row]):
+            first, last = number * batch_size, min((number + 1) * batch_size, length) - 1
+            lines.append(f"samples {first}-{last} (batch {number})")
+    return lines
 
 
 def _short(value: Any) -> str:

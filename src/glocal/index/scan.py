@@ -4,6 +4,9 @@ The dataset is cut into fixed batches ``b = 0, 1, ...`` of consecutive indices. 
 the batches ``b = rank, rank + world, ...``; a resumed run continues after the last checkpointed batch. Because every
 batch is computed the same way wherever it runs and the top-k order is total (see :mod:`glocal.index.topk`), the
 result does not depend on how the work was split or interrupted.
+
+Each sample is hashed as it is loaded (:func:`~glocal.index.fingerprint.sample_digest`), and each batch's digest is
+kept (:attr:`ScanState.digests`): together they are the exact fingerprint of the dataset, at no extra pass.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,6 +24,7 @@ from ..concepts import ChannelConcept
 from ..conditions import Condition, PerSample
 from ..engine import Attributor
 from ..errors import InputError
+from .fingerprint import batch_digest, sample_digest
 from .statistics import LayerStatistics
 
 __all__ = ["Batch", "ScanState", "batches_for", "iterate_batches", "scan_batch", "split_sample"]
@@ -30,11 +34,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Batch:
-    """Inputs ``(N, ...)``, dataset ``ids`` ``(N,)`` and per-sample label lists (``None`` without labels)."""
+    """Inputs ``(N, ...)``, dataset ``ids`` ``(N,)``, per-sample label lists (``None`` without labels) and the
+    batch's digest (:func:`~glocal.index.fingerprint.batch_digest` of its items)."""
 
     ids: torch.Tensor
     inputs: torch.Tensor
     labels: list[list[int]] | None
+    digest: bytes = b""
 
 
 def split_sample(sample: Any) -> tuple[Any, Any]:
@@ -76,16 +82,18 @@ class _Indexed(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[int, Any, Any]:
-        x, y = split_sample(self.dataset[index])
-        return index, torch.as_tensor(x), y
+    def __getitem__(self, index: int) -> tuple[int, Any, Any, bytes]:
+        item = self.dataset[index]
+        digest = sample_digest(index, item)  # hashed where it is loaded (in a worker, with num_workers > 0)
+        x, y = split_sample(item)
+        return index, torch.as_tensor(x), y, digest
 
 
-def _collate(items: list[tuple[int, Any, Any]]) -> Batch:
+def _collate(items: list[tuple[int, Any, Any, bytes]]) -> Batch:
     ids = torch.tensor([item[0] for item in items], dtype=torch.int64)
     inputs = torch.stack([item[1] for item in items])
     labels = None if any(item[2] is None for item in items) else [label_list(item[2]) for item in items]
-    return Batch(ids, inputs, labels)
+    return Batch(ids, inputs, labels, batch_digest([item[3] for item in items]))
 
 
 def batches_for(length: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
@@ -104,7 +112,8 @@ def iterate_batches(dataset: Any, batches: Sequence[list[int]], num_workers: int
 
 @dataclass
 class ScanState:
-    """Statistics per layer, created at the first batch (when the layers' shapes are known)."""
+    """Statistics per layer, created at the first batch (when the layers' shapes are known), and the digests of the
+    batches done so far, in the order scanned."""
 
     layers: list[str]
     k: int
@@ -112,6 +121,7 @@ class ScanState:
     batches_done: int = 0
     samples_done: int = 0
     class_k: int | None = None
+    digests: list[bytes] = field(default_factory=list)
 
 
 def scan_batch(
@@ -177,6 +187,7 @@ def _scan_run(
         )
         if matrix_writer is not None:
             matrix_writer(name, batch.ids, ChannelConcept().relevance(relevance))
+    state.digests.append(batch.digest)
     state.batches_done += 1
     state.samples_done += len(batch.ids)
 
@@ -199,11 +210,15 @@ def run_scan(
     matrix_writer: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
     progress: bool = True,
 ) -> ScanState:
-    """Scan this process's share of ``dataset``, continuing ``state`` if given; ``on_batch`` runs after each batch."""
+    """Scan this process's share of ``dataset``, continuing ``state`` if given; ``on_batch`` runs after each batch.
+
+    A resumed scan's progress bar starts at the batches already done.
+    """
     attributor = Attributor(model, composite)
     state = state or ScanState(list(layers), k, class_k=class_k)
-    batches = batches_for(len(dataset), batch_size, rank, world)[state.batches_done :]
-    bar = _progress(len(batches), progress)
+    share = batches_for(len(dataset), batch_size, rank, world)
+    batches = share[state.batches_done :]
+    bar = _progress(len(share), progress, state.batches_done)
     started, first = time.perf_counter(), state.samples_done
     with attributor.attached(state.layers) as start:  # rules and canonizers attached once for the whole scan
         for batch in iterate_batches(dataset, batches, num_workers):
@@ -219,11 +234,12 @@ def run_scan(
     return state
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, enabled: bool, done: int = 0) -> Any:
     if not enabled:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency, but a progress bar is not worth failing over
         return None
-    return tqdm(total=total, desc="glocal scan", unit="batch", dynamic_ncols=True)
+    description = "glocal scan (resumed)" if done else "glocal scan"
+    return tqdm(total=total, initial=done, desc=description, unit="batch", dynamic_ncols=True)

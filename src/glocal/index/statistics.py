@@ -1,14 +1,25 @@
 """What a scan keeps per layer: RelMax and ActMax top-k, and per-class statistics, mergeable and checkpointable.
 
-Scores per sample and concept (channel) ``c`` of a layer with relevance ``R`` and activation ``a``:
+Scores per sample and concept (channel) ``c`` of a layer with relevance ``R`` and activation ``a`` (the recorded
+layer's output, e.g. a convolution's output *before* the ReLU that follows it), over spatial positions ``p``:
 
-* ``relmax_sum``: ``sum_p R_c(p)`` over spatial positions ``p``; ``relmax_max``: ``max_p R_c(p)``;
+* ``relmax_sum``: ``sum_p R_c(p)``; ``relmax_max``: ``max_p R_c(p)``;
 * ``relmax_sum_norm`` / ``relmax_max_norm``: the same divided by ``sum_c' |sum_p R_c'(p)|`` (the paper's
   abs-normalisation, so that samples with large outputs do not dominate);
-* ``actmax_sum`` / ``actmax_max``: the same over the activation.
+* ``actmax_sum``: ``sum_p max(a_c(p), 0)``; ``actmax_max``: ``max_p max(a_c(p), 0)``: ActMax ranks by the *positive*
+  activation, what the concept passes on after a rectifier. On a layer whose output is already rectified this is the
+  plain activation; on a convolution followed by a ReLU, negative responses (which the ReLU discards) no longer
+  cancel the positive ones, and a sample whose concept never fires scores 0;
+* ``actmax_sum_norm`` / ``actmax_max_norm``: zennit-crp's ActMax with ``abs_norm=True`` (its default), exactly:
+  ``s_c / (sum_c' |s_c'| + 1e-10)`` in float32, with ``s_c = sum_p a_c(p)`` or ``max_p a_c(p)`` of the *raw*
+  (unrectified) activation;
+* ``actmax_sum_raw`` / ``actmax_max_raw``: zennit-crp's ActMax with ``abs_norm=False``: ``sum_p a_c(p)`` and
+  ``max_p a_c(p)`` of the raw activation.
 
-Each kept sample also keeps the position of the concept's most relevant (RelMax) or most active (ActMax) unit, used to
-crop references to the concept's receptive field.
+The last four exist so that zennit-crp's rankings can be reproduced (``glocal.compat``); on an unrectified layer
+they rank by a sum in which negative responses cancel positive ones. Each kept sample also keeps the position of the
+concept's most relevant (RelMax: ``argmax_p R_c(p)``) or most active (ActMax, all variants: ``argmax_p a_c(p)``) unit,
+used to crop references to the concept's receptive field.
 """
 
 from __future__ import annotations
@@ -20,7 +31,20 @@ from .topk import TopK
 
 __all__ = ["MODES", "LayerStatistics"]
 
-MODES = ("relmax_sum", "relmax_max", "relmax_sum_norm", "relmax_max_norm", "actmax_sum", "actmax_max")
+MODES = (
+    "relmax_sum",
+    "relmax_max",
+    "relmax_sum_norm",
+    "relmax_max_norm",
+    "actmax_sum",
+    "actmax_max",
+    # added later: indexes of older versions hold the six above (in this order) and read the rest as empty
+    "actmax_sum_norm",
+    "actmax_max_norm",
+    "actmax_sum_raw",
+    "actmax_max_raw",
+)
+_ABS_NORM_EPSILON = 1e-10  # zennit-crp's, in its abs-normalisation of ActMax (and RelMax) scores
 _FIELDS = ("scores", "ids", "positions")
 _FLUSH_SAMPLES = 512  # pending candidates offered together
 
@@ -36,18 +60,28 @@ def concept_scores(relevance: torch.Tensor, activation: torch.Tensor) -> dict[st
     # float32 sums (pairwise within the kernel; a float64 accumulation costs ~30x more on CPU), kept as float64
     rel_sum = rel.sum(-1).double()
     rel_max, rel_argmax = rel.max(-1)
-    act_sum = act.sum(-1).double()
+    act_sum = act.sum(-1)  # raw (unrectified), float32 as in zennit-crp
     act_max, act_argmax = act.max(-1)
-    rel_max, act_max = rel_max.double(), act_max.double()
+    positive_sum = act.clamp(min=0).sum(-1).double()
+    positive_max = act_max.clamp(min=0).double()
+    rel_max = rel_max.double()
     total = rel_sum.abs().sum(-1, keepdim=True)
     total = torch.where(total == 0, torch.ones_like(total), total)
+
+    def crp_norm(score: torch.Tensor) -> torch.Tensor:
+        return (score / (score.abs().sum(-1, keepdim=True) + _ABS_NORM_EPSILON)).double()
+
     return {
         "relmax_sum": (rel_sum, rel_argmax),
         "relmax_max": (rel_max, rel_argmax),
         "relmax_sum_norm": (rel_sum / total, rel_argmax),
         "relmax_max_norm": (rel_max / total, rel_argmax),
-        "actmax_sum": (act_sum, act_argmax),
-        "actmax_max": (act_max, act_argmax),
+        "actmax_sum": (positive_sum, act_argmax),
+        "actmax_max": (positive_max, act_argmax),
+        "actmax_sum_norm": (crp_norm(act_sum), act_argmax),
+        "actmax_max_norm": (crp_norm(act_max), act_argmax),
+        "actmax_sum_raw": (act_sum.double(), act_argmax),
+        "actmax_max_raw": (act_max.double(), act_argmax),
     }
 
 
@@ -281,14 +315,20 @@ class LayerStatistics:
         def tensor(key: str) -> torch.Tensor:
             return torch.from_numpy(np.array(arrays[key]))
 
+        top: dict[str, TopK] = {}
         if "top/ids" in arrays:
             scores, ids, positions = tensor("top/scores"), tensor("top/ids"), tensor("top/positions")
-            top = {mode: TopK(scores[i], ids[i], positions[i]) for i, mode in enumerate(MODES)}
+            top = {mode: TopK(scores[i], ids[i], positions[i]) for i, mode in enumerate(MODES[: scores.shape[0]])}
         else:
-            top = {
-                mode: TopK(tensor(f"{mode}/scores"), tensor(f"{mode}/ids"), tensor(f"{mode}/positions"))
-                for mode in MODES
-            }
+            for mode in MODES:
+                if f"{mode}/ids" in arrays:
+                    top[mode] = TopK(tensor(f"{mode}/scores"), tensor(f"{mode}/ids"), tensor(f"{mode}/positions"))
+        if not top:
+            raise KeyError("the arrays hold no top-k state ('top/ids' or '<mode>/ids')")
+        first = next(iter(top.values()))
+        for mode in MODES:  # modes an older index did not compute stay empty
+            if mode not in top:
+                top[mode] = TopK.empty(first.scores.shape[0], first.k)
         class_relevance = tensor("classes/relevance_sum")
         classes, concepts = class_relevance.shape
         scores, ids, positions = tensor("classes/scores"), tensor("classes/ids"), tensor("classes/positions")
