@@ -192,3 +192,12 @@ def test_block_graph_of_the_real_mobilenet_v2():
     assert [child.concept for child, _ in graph.children(graph.root.id)] == expected
     for child, edge in graph.children(graph.root.id):
         assert edge.relevance == pytest.approx(float(relevance[child.concept]), rel=1e-4, abs=1e-7)
+
+
+def test_progress_bar_shows_levels_only_when_asked(skip_net, digits, capsys, monkeypatch):
+    attributor = Attributor(skip_net, EpsilonPlus())
+    monkeypatch.setattr("glocal.progress.DELAY", 0.0)  # show the bar at once, however quick the graph
+    attribution_graph(attributor, digits[:1], "linear1", 1, widths=[2, 2], progress=False)
+    assert "attribution graph" not in capsys.readouterr().err
+    attribution_graph(attributor, digits[:1], "linear1", 1, widths=[2, 2])
+    assert "attribution graph" in capsys.readouterr().err
