@@ -17,33 +17,50 @@ See :mod:`glocal.compat.attribution` and :mod:`glocal.compat.feature_visualizati
 """
 
 from .attribution import AttributionGraphResults, AttributionResults, CondAttribution, MaskMap, attrResult
+from .cache import Cache, ImageCache
 from .concepts import ChannelConcept, Concept, MaskFunction
 from .conditional import _Translator
-from .feature_visualization import FeatureVisualization, import_zennit_crp, vis_img_heatmap
+from .feature_visualization import FeatureVisualization, import_zennit_crp
 from .graph import AttributionGraph, ModelGraph, attrGraphResult, trace_model_graph
-from .helper import abs_norm, get_layer_names, get_output_shapes, max_norm
+from .helper import abs_norm, find_files, get_layer_names, get_output_shapes, load_receptive_field, max_norm
 from .hooks import MaskHook
+from .image import get_crop_range, imgify, plot_grid, vis_img_heatmap, vis_opaque_img
+from .maximization import Maximization, load_maximization
+from .statistics import Statistics, load_stat_targets, load_statistics
 
 __all__ = [
     "AttributionGraph",
     "AttributionGraphResults",
     "AttributionResults",
+    "Cache",
     "ChannelConcept",
     "Concept",
     "CondAttribution",
     "FeatureVisualization",
+    "ImageCache",
     "MaskFunction",
     "MaskHook",
     "MaskMap",
+    "Maximization",
     "ModelGraph",
+    "Statistics",
     "abs_norm",
     "attrGraphResult",
     "attrResult",
+    "find_files",
+    "get_crop_range",
     "get_layer_names",
     "get_output_shapes",
+    "imgify",
     "import_zennit_crp",
+    "load_maximization",
+    "load_receptive_field",
+    "load_stat_targets",
+    "load_statistics",
     "max_norm",
+    "plot_grid",
     "trace_model_graph",
     "vis_img_heatmap",
+    "vis_opaque_img",
 ]
 _ = _Translator  # re-exported for the parity tests (private)

@@ -2,14 +2,18 @@
 
 ``FeatureVisualization(attribution, dataset, layer_map, ...)`` keeps zennit-crp's signatures (0.6): :meth:`run`
 scans the dataset, :meth:`~FeatureVisualization.get_max_reference` and :meth:`~FeatureVisualization.get_stats_reference`
-return ``{concept id: plot_fn(samples, heatmaps, rf)}`` (or ``{"concept:target": ...}``), and
-:meth:`~FeatureVisualization.compute_stats` ranks the classes that use a concept. The scan is
-:func:`glocal.index.build_index` (one glocal index under ``path``); zennit-crp's RelMax settings select the index mode:
-``max_target`` ``"sum"``/``"max"`` and ``abs_norm`` give ``relmax_sum``, ``relmax_max``, ``relmax_sum_norm`` or
-``relmax_max_norm``; ActMax reads ``actmax_sum``/``actmax_max``.
+return ``{concept id: plot_fn(samples, heatmaps, rf)}`` (or ``{"concept:target": ...}``, from a ``cache`` when one is
+given), :meth:`~FeatureVisualization.compute_stats` ranks the classes that use a concept and
+:meth:`~FeatureVisualization.precompute_ref` fills the cache. The scan is :func:`glocal.index.build_index` (one glocal
+index under ``path``); zennit-crp's settings select the index mode (:func:`glocal.compat.maximization.index_mode`):
+``max_target`` ``"sum"``/``"max"`` with ``abs_norm`` give ``relmax_sum[_norm]``/``relmax_max[_norm]`` for RelMax and
+``actmax_<sum|max>_norm`` (``abs_norm=True``, zennit-crp's default) or ``actmax_<sum|max>_raw`` for ActMax, which rank
+zennit-crp's raw activation with its normalisation, so the samples are zennit-crp's. ``path`` may also be the output
+folder of zennit-crp's own ``FeatureVisualization.run``: it is imported once (:func:`import_zennit_crp`, into
+``<path>/index_zennit_crp``) and read from there.
 
-Deliberate differences from zennit-crp
---------------------------------------
+Deliberate differences from zennit-crp (``docs/migration.md`` explains each)
+-----------------------------------------------------------------------------
 * **k instead of a fixed top-40.** ``FeatureVisualization(..., k=40)`` sets how many samples are kept per concept
   (and per class and concept).
 * **Labels or predictions.** Relevance starts at each sample's label, as in zennit-crp; ``targets="prediction"``
@@ -17,12 +21,11 @@ Deliberate differences from zennit-crp
   target (the sample's label, or the class of :meth:`~FeatureVisualization.get_stats_reference`).
 * **RelMax reference heatmaps start from relevance.** zennit-crp started every reference heatmap at the layer's
   activation (``start_layer=layer``), also for samples chosen by *relevance* (its issue #11). Here RelMax heatmaps are
-  the conditional heatmaps ``{layer: [concept], "y": [target]}`` (sole path); ActMax heatmaps still start at the
-  layer's activation.
+  the conditional heatmaps ``{layer: [concept], "y": [target]}`` (sole path); ActMax heatmaps start at the layer's
+  activation as in zennit-crp.
 * **Receptive fields in batches.** zennit-crp re-sliced the already sliced neuron ids for every batch after the first,
   so with more samples than ``batch_size`` it masked the wrong neurons (or failed). Here every batch takes its own
   slice; batched and one-by-one results are equal.
-* **ActMax is not normalised.** glocal ranks ActMax by the raw summed (or largest) activation, whatever ``abs_norm``.
 * **Class statistics are RelMax sums.** ``compute_stats`` and ``get_stats_reference`` read glocal's per-class top-k,
   which ranks by the summed relevance without normalisation whatever ``max_target``/``abs_norm`` (zennit-crp: the
   RelMax score, normalised by default); ``mode="activation"`` has no class statistics and raises ``ValueError``.
@@ -31,17 +34,17 @@ Deliberate differences from zennit-crp
 * **Ties** are broken by the smaller sample id (zennit-crp: unspecified ``argsort`` order).
 * **No files but the index.** ``run`` returns ``{"index": directory}`` instead of lists of ``.npy`` files; a partial
   range ``data_start, data_end`` gets an index of its own, ``<path>/index_<start>_<end>`` (``<path>/index`` for the
-  whole dataset), and the returned sample ids are dataset ids as in zennit-crp. Progress goes to a progress bar,
-  never ``print``.
-* **Default plot function.** :func:`vis_img_heatmap` returns zennit-crp's structure ``(images, heatmaps)``, two lists
-  with one entry per sample, but of tensors (``(C, h, w)`` and ``(h, w)``) instead of PIL images, cropped (with
-  ``rf=True``) where the heatmap exceeds ``crop_th`` of its maximum, without zennit-crp's blur.
+  whole dataset), and the returned sample ids are dataset ids as in zennit-crp. ``RelMax.PATH`` and the other
+  folders are not created; :func:`~glocal.compat.load_maximization` and :func:`~glocal.compat.load_statistics` read
+  the index when given them. Progress goes to progress bars and ``logging``, never ``print``.
 * **Concepts are channels.** ``layer_map`` values must be channel concepts (zennit-crp's, this package's or glocal's);
-  the index ranks channels.
+  the index ranks channels. ``multitarget_to_single`` is not called: multi-label datasets (multi-hot or lists of
+  labels) are read directly by the scan.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import warnings
@@ -52,48 +55,24 @@ from typing import Any
 import numpy as np
 import torch
 import zennit.core
+from tqdm.auto import tqdm
 
 from .. import __version__
-from ..errors import ConceptError, InputError
+from ..errors import ConceptError, InputError, warn
 from ..index import MODES, ConceptIndex, LayerStatistics, build_index
 from ..index.scan import label_list, split_sample
 from ..storage import IndexStore
 from .attribution import ChannelConcept, CondAttribution
+from .image import vis_img_heatmap, vis_opaque_img
+from .maximization import Maximization, index_mode
+from .statistics import Statistics
 
-__all__ = ["FeatureVisualization", "import_zennit_crp", "vis_img_heatmap"]
+__all__ = ["FeatureVisualization", "import_zennit_crp"]
+
+logger = logging.getLogger(__name__)
 
 PlotFunction = Callable[[torch.Tensor, torch.Tensor, bool], Any]
 """``plot_fn(samples, heatmaps, rf)``: samples ``(n, C, H, W)`` before preprocessing, heatmaps ``(n, H, W)``."""
-
-
-def vis_img_heatmap(
-    data_batch: torch.Tensor, heatmaps: torch.Tensor, rf: bool = False, crop_th: float = 0.1
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """zennit-crp's default plot function, returning tensors: ``(images, heatmaps)``, one entry per sample.
-
-    With ``rf=True`` each image ``(C, H, W)`` and heatmap ``(H, W)`` is cropped to the bounding box of the pixels whose
-    heatmap exceeds ``crop_th`` times its largest value (left whole when there are none).
-
-    Examples
-    --------
-    >>> heat = torch.zeros(1, 4, 4); heat[0, 1:3, 2] = 1.0
-    >>> images, heats = vis_img_heatmap(torch.ones(1, 3, 4, 4), heat, rf=True)
-    >>> tuple(images[0].shape), tuple(heats[0].shape)
-    ((3, 2, 1), (2, 1))
-    """
-    if not 0 <= crop_th < 1:
-        raise ValueError(f"crop_th must lie in [0, 1), got {crop_th}")
-    images, heats = [], []
-    for image, heat in zip(data_batch.detach().cpu(), heatmaps.detach().cpu(), strict=True):
-        peak = float(heat.max()) if heat.numel() else 0.0
-        if rf and peak > 0:
-            rows, columns = torch.nonzero(heat > crop_th * peak, as_tuple=True)
-            top, bottom = int(rows.min()), int(rows.max()) + 1
-            left, right = int(columns.min()), int(columns.max()) + 1
-            image, heat = image[..., top:bottom, left:right], heat[top:bottom, left:right]
-        images.append(image)
-        heats.append(heat)
-    return images, heats
 
 
 class _Preprocessed(torch.utils.data.Dataset):
@@ -180,8 +159,12 @@ class FeatureVisualization:
         self.Cache = cache
         self.k = k
         self.targets = targets
-        self.relmax_mode = f"relmax_{max_target}" + ("_norm" if abs_norm else "")
-        self.actmax_mode = f"actmax_{max_target}"
+        self.RelMax = Maximization("relevance", max_target, abs_norm, self.path)
+        self.ActMax = Maximization("activation", max_target, abs_norm, self.path)
+        self.RelStats = Statistics("relevance", max_target, abs_norm, self.path)
+        self.ActStats = Statistics("activation", max_target, abs_norm, self.path)
+        self.relmax_mode = index_mode("relevance", max_target, abs_norm)
+        self.actmax_mode = index_mode("activation", max_target, abs_norm)
         self._offset = 0
         self._directory = self.path / "index"
         self._index: ConceptIndex | None = None
@@ -202,6 +185,10 @@ class FeatureVisualization:
         items = [self.get_data_sample(int(i), preprocessing=False) for i in indices]
         return torch.cat([x for x, _ in items]), [y for _, y in items]
 
+    def multitarget_to_single(self, multi_target: Any) -> list[int]:
+        """zennit-crp's hook for multi-label datasets; not called here (the scan reads multi-label targets itself)."""
+        raise NotImplementedError
+
     # -- scanning ------------------------------------------------------------------------------------------------
 
     def run(
@@ -218,6 +205,12 @@ class FeatureVisualization:
         ``checkpoint`` is the number of batches between checkpoints; ``on_device`` is accepted for compatibility.
         Returns ``{"index": directory}``.
         """
+        if type(self).multitarget_to_single is not FeatureVisualization.multitarget_to_single:
+            warn(
+                f"{type(self).__name__}.multitarget_to_single is not called: glocal's scan reads multi-label targets "
+                "(lists of classes or multi-hot vectors) directly and starts relevance at each of them; return such "
+                "labels from the dataset instead"
+            )
         end = len(self.dataset) if data_end is None else int(data_end)
         if not 0 <= data_start < end <= len(self.dataset):
             raise InputError(f"need 0 <= data_start < data_end <= {len(self.dataset)}, got {data_start}, {end}")
@@ -247,8 +240,26 @@ class FeatureVisualization:
     def index(self) -> ConceptIndex:
         """The glocal index of the last :meth:`run` (or the one found at ``path/index``)."""
         if self._index is None:
-            self._index = ConceptIndex.open(self._directory)
+            self._index = self._open_index()
         return self._index
+
+    def _open_index(self) -> ConceptIndex:
+        """``path/index``; else the results of zennit-crp's ``FeatureVisualization`` in ``path``, imported once."""
+        if (self._directory / "manifest.json").exists():
+            return ConceptIndex.open(self._directory)
+        if any(_FOLDER.match(sub.name) for sub in self.path.iterdir() if sub.is_dir()) if self.path.is_dir() else False:
+            imported = self.path / IMPORTED
+            if (imported / "manifest.json").exists():
+                index = ConceptIndex.open(imported)
+                if index.complete:
+                    return index
+            logger.info("importing zennit-crp's results in %s into a glocal index at %s", self.path, imported)
+            return import_zennit_crp(self.path, imported)
+        raise InputError(
+            f"{self.path} holds no results: neither a glocal.compat index ({self._directory}) nor zennit-crp's "
+            "RelMax_*/ActMax_* folders; call run(composite, data_start, data_end) first, or give the path of an "
+            "earlier run (zennit-crp's output folders are imported, see glocal.compat.import_zennit_crp)"
+        )
 
     # -- references ----------------------------------------------------------------------------------------------
 
@@ -287,14 +298,20 @@ class FeatureVisualization:
         rf: bool,
         plot_fn: PlotFunction | None,
         function: str,
+        overwrite: bool,
     ) -> dict[Any, Any]:
-        """zennit-crp's ``cache_reference``: load what the cache has, compute and save the rest."""
+        """zennit-crp's ``cache_reference``: load what the cache has, compute and save the rest (all with
+        ``overwrite``)."""
         if self.Cache is None or plot_fn is None:
             out: dict[Any, Any] = {}
             for key in keys:
                 out.update(compute(key, r_range))
             return out
-        found, missing = self.Cache.load(keys, layer, mode, r_range, composite, rf, function, plot_fn.__name__)
+        if overwrite:
+            found: dict[Any, Any] = {}
+            missing: dict[Any, Any] = dict.fromkeys(keys, r_range)
+        else:
+            found, missing = self.Cache.load(keys, layer, mode, r_range, composite, rf, function, plot_fn.__name__)
         for key, missing_range in missing.items():
             computed = compute(key, tuple(missing_range))
             self.Cache.save(computed, layer, mode, missing_range, composite, rf, function, plot_fn.__name__)
@@ -311,12 +328,16 @@ class FeatureVisualization:
         rf: bool = False,
         plot_fn: PlotFunction | None = vis_img_heatmap,
         batch_size: int = 32,
+        *,
+        overwrite: bool = False,
     ) -> dict[int, Any]:
         """The RelMax (``mode="relevance"``) or ActMax reference samples ranked ``r_range`` of each concept.
 
         Returns ``{concept id: value}`` in the order given: without ``composite`` the samples ``(n, C, H, W)``;
         with it ``plot_fn(samples, heatmaps, rf)``, or ``(samples, heatmaps)`` when ``plot_fn`` is ``None``.
         With ``rf=True`` the heatmaps are those of each sample's most relevant (or active) neuron of the concept.
+        With a ``cache`` and a ``plot_fn``, rendered references are loaded from it and new ones saved to it
+        (``overwrite=True`` renders and saves all again).
         """
         concepts = [int(c) for c in concept_ids] if isinstance(concept_ids, Iterable) else [int(concept_ids)]
         if rf and not composite:
@@ -340,7 +361,9 @@ class FeatureVisualization:
                 )
             }
 
-        return self._cached(concepts, compute, layer_name, mode, r_range, composite, rf, plot_fn, "get_max_reference")
+        return self._cached(
+            concepts, compute, layer_name, mode, r_range, composite, rf, plot_fn, "get_max_reference", overwrite
+        )
 
     def get_stats_reference(
         self,
@@ -353,6 +376,8 @@ class FeatureVisualization:
         rf: bool = False,
         plot_fn: PlotFunction | None = vis_img_heatmap,
         batch_size: int = 32,
+        *,
+        overwrite: bool = False,
     ) -> dict[str, Any]:
         """The samples of each class in ``targets`` that use concept ``concept_id`` most (ranks ``r_range``).
 
@@ -383,7 +408,9 @@ class FeatureVisualization:
             }
 
         keys = [f"{int(concept_id)}:{t}" for t in classes]
-        return self._cached(keys, compute, layer_name, mode, r_range, composite, rf, plot_fn, "get_stats_reference")
+        return self._cached(
+            keys, compute, layer_name, mode, r_range, composite, rf, plot_fn, "get_stats_reference", overwrite
+        )
 
     def _reference(
         self,
@@ -487,17 +514,82 @@ class FeatureVisualization:
             sorted_values = sorted_values / sorted_values[0]
         return np.asarray(classes, dtype=np.int64)[order.numpy()], sorted_values
 
+    # -- caching -------------------------------------------------------------------------------------------------
+
+    def precompute_ref(
+        self,
+        layer_c_ind: dict[str, Iterable[int]],
+        composite: zennit.core.Composite,
+        rf: bool = True,
+        stats: bool = False,
+        top_N: int = 4,
+        mean_N: int = 10,
+        mode: str = "relevance",
+        r_range: tuple[int, int] = (0, 8),
+        plot_list: Sequence[PlotFunction] = (vis_opaque_img,),
+        batch_size: int = 32,
+    ) -> None:
+        """Render the references of every concept in ``layer_c_ind`` (``{layer: concept ids}``) into the cache.
+
+        Each ``plot_fn`` of ``plot_list`` draws the :meth:`get_max_reference` samples and heatmaps, and with
+        ``stats=True`` also those of :meth:`get_stats_reference` for the ``top_N`` classes of :meth:`compute_stats`;
+        a later call with the same settings then loads them instead of computing them.
+        """
+        if self.Cache is None:
+            raise InputError(
+                "precompute_ref saves into a cache; pass cache=ImageCache(path) (glocal.compat.cache) to "
+                "FeatureVisualization"
+            )
+        if composite is None:
+            raise InputError("precompute_ref renders heatmaps; give a zennit composite")
+        for layer, concepts in layer_c_ind.items():
+            for concept in tqdm([int(c) for c in concepts], desc=f"references of {layer}", dynamic_ncols=True):
+                samples, heatmaps = self.get_max_reference(
+                    concept, layer, mode, r_range, composite, rf, None, batch_size
+                )[concept]
+                self._save_rendered(
+                    samples, heatmaps, concept, plot_list, layer, mode, r_range, composite, rf, "get_max_reference"
+                )
+                if not stats:
+                    continue
+                targets, _ = self.compute_stats(concept, layer, mode, top_N, mean_N)
+                for target in targets.tolist():
+                    key = f"{concept}:{target}"
+                    samples, heatmaps = self.get_stats_reference(
+                        concept, layer, target, mode, r_range, composite, rf, None, batch_size
+                    )[key]
+                    self._save_rendered(
+                        samples, heatmaps, key, plot_list, layer, mode, r_range, composite, rf, "get_stats_reference"
+                    )
+
+    def _save_rendered(
+        self,
+        samples: torch.Tensor,
+        heatmaps: torch.Tensor,
+        key: Any,
+        plot_list: Sequence[PlotFunction],
+        layer: str,
+        mode: str,
+        r_range: tuple[int, int],
+        composite: zennit.core.Composite,
+        rf: bool,
+        function: str,
+    ) -> None:
+        for plot_fn in plot_list:
+            rendered = {key: plot_fn(samples, heatmaps, rf)}
+            self.Cache.save(rendered, layer, mode, r_range, composite, rf, function, plot_fn.__name__)
+
 
 # -- importer --------------------------------------------------------------------------------------------------------
 
 _FOLDER = re.compile(r"^(RelMax|ActMax|RelStats|ActStats)_(sum|max)_(normed|unnormed)$")
+IMPORTED = "index_zennit_crp"
+"""Folder (inside a zennit-crp result folder) of the glocal index that ``FeatureVisualization`` imports it into."""
 _CHECKPOINT_FILE = re.compile(r"_[0-9]+_[0-9]+$")
 
 
 def _max_mode(kind: str, target: str, norm: str) -> str:
-    if kind == "RelMax":
-        return f"relmax_{target}" + ("_norm" if norm == "normed" else "")
-    return f"actmax_{target}"
+    return index_mode("relevance" if kind == "RelMax" else "activation", target, norm == "normed")
 
 
 def _pad(array: np.ndarray, k: int, fill: float | int, dtype: Any) -> np.ndarray:
