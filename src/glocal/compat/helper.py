@@ -22,8 +22,20 @@ import numpy as np
 import torch
 
 from ..layers import get_layer_names, resolve_layers
+from .maximization import load_maximization
+from .statistics import load_stat_targets, load_statistics
 
-__all__ = ["abs_norm", "find_files", "get_layer_names", "get_output_shapes", "load_receptive_field", "max_norm"]
+__all__ = [
+    "abs_norm",
+    "find_files",
+    "get_layer_names",
+    "get_output_shapes",
+    "load_maximization",
+    "load_receptive_field",
+    "load_stat_targets",
+    "load_statistics",
+    "max_norm",
+]
 
 
 def abs_norm(rel: torch.Tensor, stabilize: float = 1e-10) -> torch.Tensor:
