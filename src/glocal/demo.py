@@ -145,11 +145,11 @@ def composite() -> zennit.core.Composite:
     return EpsilonGammaBox(low=low, high=high, canonizers=[MobileNetV2Canonizer()])
 
 
-GRAPH_LAYER = "features.16.conv.2"
-"""The last block before the 320-channel projection: its concepts are decomposed into earlier blocks' concepts."""
-BLOCK_OUTPUTS = ("features.1.conv.1", *(f"features.{i}.conv.2" for i in range(2, 18)))
-"""The projection convolution of each inverted-residual block: the graph's layers (inside a block, the expansion and
-depthwise convolutions would only add steps that mix every channel with every other)."""
+GRAPH_LAYER = "features.16"
+"""The last residual block (its output: the block's projection plus its skip connection): its concepts are decomposed
+into earlier blocks' concepts, over the layer graph of the blocks' outputs (``trace_layers(..., granularity="blocks")``;
+inside a block the expansion and depthwise convolutions would only add steps that mix every channel with every
+other)."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def _structure(
     concept of :data:`GRAPH_LAYER`, drawn to ``graph-<photo>.png`` and ``path-<photo>.png``."""
     attributor = Attributor(model, composite())
     inputs = normalise(images)
-    layers = trace_layers(model, inputs[:1], layers=list(BLOCK_OUTPUTS))
+    layers = trace_layers(model, inputs[:1], granularity="blocks")
     written = []
     for index, name in enumerate(photos[:count]):
         sample = inputs[index : index + 1]
