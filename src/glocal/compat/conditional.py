@@ -452,7 +452,8 @@ class CondAttribution:
     Examples
     --------
     >>> from zennit.composites import EpsilonPlus
-    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> _ = torch.manual_seed(0)
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3, bias=False), torch.nn.ReLU(), torch.nn.Linear(3, 2, bias=False))
     >>> attribution = CondAttribution(net)
     >>> data = torch.rand(2, 4)
     >>> result = attribution(data, [{"0": [0], "y": [1]}, {"0": [2], "y": [1]}], EpsilonPlus(), record_layer=["0"])
