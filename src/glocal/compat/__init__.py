@@ -1,5 +1,9 @@
 """zennit-crp's API on glocal's engine: migrate by changing the imports.
 
+``glocal.compat`` has zennit-crp's module layout (``crp.attribution`` becomes ``glocal.compat.attribution``, and so
+on for ``concepts``, ``helper``, ``hooks``, ``graph``, ``visualization``, ``maximization``, ``statistics``, ``cache``
+and ``image``); every name is also importable from ``glocal.compat`` itself:
+
 ======================================================  ======================================================
 zennit-crp                                              glocal
 ======================================================  ======================================================
@@ -13,7 +17,8 @@ zennit-crp                                              glocal
 ======================================================  ======================================================
 
 :func:`import_zennit_crp` turns the output folder of zennit-crp's ``FeatureVisualization.run`` into a glocal index.
-See :mod:`glocal.compat.attribution` and :mod:`glocal.compat.feature_visualization` for the deliberate differences.
+The deliberate differences, and why, are listed in the project's ``docs/migration.md`` (and in
+:mod:`glocal.compat.conditional`, :mod:`glocal.compat.graph` and :mod:`glocal.compat.feature_visualization`).
 """
 
 from .attribution import AttributionGraphResults, AttributionResults, CondAttribution, MaskMap, attrResult
