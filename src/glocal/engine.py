@@ -100,14 +100,18 @@ def check_input(data: Any) -> torch.Tensor:
     return data
 
 
-def check_dtype(model: torch.nn.Module, data: torch.Tensor) -> None:
-    """Raise :class:`InputError` when ``data``'s dtype differs from that of ``model``'s floating point parameters."""
+def dtype_problem(model: torch.nn.Module, data: torch.Tensor) -> str | None:
+    """The message for ``data`` whose dtype differs from that of ``model``'s floating point parameters, or ``None``.
+
+    Asked only once the model has failed on ``data``: a model that converts its input itself may take any dtype.
+    """
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    if dtype is not None and data.dtype != dtype:
-        raise InputError(
-            f"data has dtype {data.dtype} but the model's parameters are {dtype}; both must be the same. "
-            f"Convert the data with data.to({dtype}) (or the model with model.to({data.dtype}))."
-        )
+    if dtype is None or data.dtype == dtype:
+        return None
+    return (
+        f"the model failed on data of dtype {data.dtype}, but its parameters are {dtype}; both must be the same. "
+        f"Convert the data with data.to({dtype}) (or the model with model.to({data.dtype}))."
+    )
 
 
 class Attributor:
@@ -383,12 +387,14 @@ class Run:
         # without input_grad, layers fed by the input directly attach no rule: only layer relevances are needed
         self.input = data.detach().requires_grad_(input_grad)
         self.n = data.shape[0]
-        check_dtype(attributor.model, data)
         try:
             self.output = session.forward(self.input)
         except (RuntimeError, ValueError, TypeError) as error:
             if isinstance(error, GradientDisabledError | ConditionError):
                 raise
+            problem = dtype_problem(attributor.model, data)
+            if problem is not None:
+                raise InputError(problem) from error
             raise InputError(
                 f"the model failed on input of shape {tuple(data.shape)} and dtype {data.dtype}: {error}. "
                 "Pass a batch shaped as the model expects, with the batch dimension first."

@@ -190,7 +190,7 @@ def test_fashion_cnn_warns_for_a_digit_whose_biases_take_most_and_not_for_a_batc
 def test_a_dtype_other_than_the_models_is_named(data):
     model = residual()
     before = {name: value.clone() for name, value in model.state_dict().items()}
-    with pytest.raises(InputError, match=r"dtype torch\.float64 but the model's parameters are torch\.float32"):
+    with pytest.raises(InputError, match=r"dtype torch\.float64, but its parameters are torch\.float32"):
         Attributor(model, "auto")(data.double(), {"y": [0]})
     with pytest.raises(InputError, match=r"data\.to\(torch\.float32\)"):
         Attributor(model, EpsilonPlus())(data.half(), {"y": [0]})
@@ -198,4 +198,15 @@ def test_a_dtype_other_than_the_models_is_named(data):
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     result = Attributor(model.double(), "auto")(data.double(), {"y": [0]})  # same dtype: fine
+    assert result.heatmap is not None and result.heatmap.dtype == torch.float64
+
+    class Converting(torch.nn.Module):  # a model that converts its input itself takes any dtype
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(64, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x.flatten(1).float())
+
+    result = Attributor(Converting(), "auto")(data.double(), {"y": [0]})
     assert result.heatmap is not None and result.heatmap.dtype == torch.float64
