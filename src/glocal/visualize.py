@@ -330,6 +330,10 @@ def save_concept_figures(
 GRAPH_MAX_WIDTH = 2000
 """Widest graph picture in pixels (at the figure's dpi) before :func:`graph_figure` wraps the tree into panels."""
 
+SHRINK = 0.75
+"""The smallest node size, as a fraction of the ``size`` asked for, that :func:`graph_figure` draws a tree with before
+it wraps the tree into panels."""
+
 _SHARE_NOTE = (
     "Each node: layer:concept, its conditional heatmap (red: for, blue: against the target), and its relevance as a "
     "signed % of its parent's. Shares are signed, so when some children count against the parent, the others can add "
@@ -448,10 +452,11 @@ def graph_figure(
     parents, thicker for a larger share of the parent (red for a positive share, blue for a negative one). Nodes
     without a heatmap (``attribution_graph(..., heatmaps=False)``) are drawn as labelled boxes.
 
-    While the tree fits in ``max_width`` pixels it is drawn top down: the root on top, each level one row below.
-    A wider tree is wrapped: the root on top and one framed panel per child of the root, holding that child (left)
-    and its descendants (to the right, leaves stacked), the panels packed in rows no wider than ``max_width``; the
-    picture then grows in height, never beyond ``max_width`` in width (unless one panel alone is wider).
+    While the tree fits in ``max_width`` pixels it is drawn top down: the root on top, each level one row below
+    (with nodes down to :data:`SHRINK` times ``size`` where that makes it fit). A wider tree is wrapped: the root on
+    top and one framed panel per child of the root, holding that child (left) and its descendants (to the right,
+    leaves stacked), the panels packed in rows no wider than ``max_width``; the picture then grows in height, never
+    beyond ``max_width`` in width (unless one panel alone is wider).
 
     Parameters
     ----------
@@ -470,8 +475,11 @@ def graph_figure(
     """
     figure_class, canvas_class = _require_matplotlib()
     margin = 1.0 if inputs is not None else 0.0
-    tree_width = (_slots(_children(graph), graph.root.id)[1] + margin) * size
+    slots = _slots(_children(graph), graph.root.id)[1] + margin
     limit = math.inf if max_width is None else max_width / dpi
+    if slots * size > limit >= slots * size * SHRINK:  # a little too wide: smaller nodes rather than panels
+        size = limit / slots
+    tree_width = slots * size
     wrapped = tree_width > limit
     note_width = max(min(tree_width, limit), 6.0)
     text = _SHARE_NOTE + (

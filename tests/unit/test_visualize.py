@@ -237,5 +237,7 @@ def test_small_graph_is_a_tree_and_a_wide_one_wraps_within_the_width_cap():
     titles = [axes.get_title() for axes in wide.axes[1:]]
     assert len(titles) == len(graph.nodes) and "low:3\n+124.0% of parent" in titles[-1]
     assert "mid:0\n-20.0% of parent" in titles[1]
+    narrower = graph_figure(_wide_graph(2, 2), dpi=50, max_width=300)  # 320 px as a tree: smaller nodes instead
+    assert _pixels(narrower)[0] == 300 and "Wrapped" not in narrower.texts[0].get_text()
     unbounded = graph_figure(graph, dpi=50, max_width=None)
     assert _pixels(unbounded)[0] == int(48 * 1.6 * 50)  # the plain tree, as wide as it needs
