@@ -342,3 +342,16 @@ def test_instance_override_and_errors_leave_the_model_alone(fashion) -> None:  #
     with pytest.raises(LayerError):
         OursOneDim(model)(data, [{"conv9": [3], "y": [1]}], fashion_composite())
     assert_untouched(model, before)
+
+
+def test_auto_composite_on_both_paths(fashion) -> None:  # type: ignore[no-untyped-def]
+    """``composite="auto"`` (glocal's choice for the architecture) works on the engine and on the subclass path."""
+    model, data = fashion
+    conditions = [{"conv2": [3], "y": [1]}]
+    ours_cls, _ = pair(Identity)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hooked = ours_cls(model)(data[:1], conditions, "auto", record_layer=["linear1"])
+        engine = CondAttribution(model)(data[:1], conditions, "auto", record_layer=["linear1"])
+    assert_close(hooked.heatmap, engine.heatmap, "heatmap with composite='auto'")
+    assert_close(hooked.relevances["linear1"], engine.relevances["linear1"], "relevance with composite='auto'")

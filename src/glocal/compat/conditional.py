@@ -569,7 +569,7 @@ class CondAttribution:
         self,
         data: torch.Tensor,
         conditions: Sequence[Mapping[str, Any]],
-        composite: zennit.core.Composite | None = None,
+        composite: zennit.core.Composite | str | None = None,
         record_layer: Sequence[str] = (),
         mask_map: MaskMap | Mapping[str, MaskMap] = ChannelConcept.mask,
         start_layer: str | None = None,
@@ -588,7 +588,8 @@ class CondAttribution:
             ``i`` (N rows); otherwise every sample is attributed under every condition (``N * M`` rows, row
             ``n * M + m``).
         composite
-            zennit composite with the LRP rules (and canonizers); ``None`` gives plain gradients.
+            zennit composite with the LRP rules (and canonizers); ``"auto"`` picks glocal's composite for the
+            architecture (:func:`glocal.composites.auto`); ``None`` gives plain gradients.
         record_layer
             Layers whose activations and relevances to return (conditioned layers and ``start_layer`` always are).
         mask_map
@@ -654,7 +655,7 @@ class CondAttribution:
         self,
         data: torch.Tensor,
         conditions: Sequence[Mapping[str, Any]],
-        composite: zennit.core.Composite | None = None,
+        composite: zennit.core.Composite | str | None = None,
         record_layer: Sequence[str] = (),
         mask_map: MaskMap | Mapping[str, MaskMap] = ChannelConcept.mask,
         start_layer: str | None = None,

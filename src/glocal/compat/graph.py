@@ -130,7 +130,7 @@ class AttributionGraph:
     def __call__(
         self,
         sample: torch.Tensor,
-        composite: zennit.core.Composite | None,
+        composite: zennit.core.Composite | str | None,
         concept_id: int,
         layer_name: str,
         target: int | None = None,
@@ -223,7 +223,7 @@ class AttributionGraph:
     def _via_generate(
         self,
         sample: torch.Tensor,
-        composite: zennit.core.Composite | None,
+        composite: zennit.core.Composite | str | None,
         concept_id: int,
         layer_name: str,
         target: int | None,

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import zennit.core
 
+from ..composites import resolve
 from ..errors import ConditionError, LayerError
 from ..layers import resolve_layers
 from ..session import Session
@@ -129,6 +130,12 @@ def untouched(model: torch.nn.Module) -> Iterator[None]:
             parameter.grad = grad
 
 
+def _context(model: torch.nn.Module, composite: zennit.core.Composite | str | None) -> Any:
+    """The composite's context on ``model`` (``"auto"`` picks glocal's composite for the architecture)."""
+    resolved, _ = resolve(model, composite)
+    return (resolved or zennit.core.Composite()).context(model)
+
+
 def _mask_factory(mask_map: Any) -> Callable[[str], MaskFactory]:
     def factory(name: str) -> MaskFactory:
         if isinstance(mask_map, Mapping):
@@ -166,7 +173,7 @@ def _run_group(
     attribution: Any,
     data: torch.Tensor,
     conditions: list[Mapping[str, Any]],
-    composite: zennit.core.Composite | None,
+    composite: zennit.core.Composite | str | None,
     record_layer: Sequence[str],
     mask_map: Any,
     start_layer: str | None,
@@ -205,7 +212,7 @@ def _run_group(
         stack.enter_context(untouched(attribution.model))
         stack.enter_context(recorder.attached())
         recorder.masks.update(masks)
-        modified = stack.enter_context((composite or zennit.core.Composite()).context(attribution.model))
+        modified = stack.enter_context(_context(attribution.model, composite))
         output = modified(data_b)
         if start_layer is not None:
             prediction = recorder.outputs[start_layer]
@@ -263,7 +270,7 @@ def attribute(
     attribution: Any,
     data: torch.Tensor,
     conditions: list[Mapping[str, Any]],
-    composite: zennit.core.Composite | None,
+    composite: zennit.core.Composite | str | None,
     record_layer: Sequence[str],
     mask_map: Any,
     start_layer: str | None,
@@ -316,7 +323,7 @@ def generate(
     attribution: Any,
     data: torch.Tensor,
     conditions: list[Mapping[str, Any]],
-    composite: zennit.core.Composite | None,
+    composite: zennit.core.Composite | str | None,
     record_layer: Sequence[str],
     mask_map: Any,
     start_layer: str | None,
@@ -353,7 +360,7 @@ def generate(
         with ExitStack() as stack:
             stack.enter_context(untouched(attribution.model))
             stack.enter_context(recorder.attached())
-            modified = stack.enter_context((composite or zennit.core.Composite()).context(attribution.model))
+            modified = stack.enter_context(_context(attribution.model, composite))
             data_batch = leaf.repeat_interleave(rows, dim=0)
             data_batch.retain_grad()
             output = modified(data_batch)
