@@ -19,7 +19,7 @@ from parity_models import fashion_composite, fashion_images, fashion_model
 from zennit.composites import EpsilonPlus
 
 from glocal.compat import AttributionGraph, ChannelConcept, CondAttribution, get_layer_names, trace_model_graph
-from glocal.errors import ConditionError, LayerError
+from glocal.errors import ConditionError, GlocalWarning, LayerError
 
 crp_attribution = pytest.importorskip("crp.attribution")
 crp_concepts = pytest.importorskip("crp.concepts")
@@ -355,3 +355,18 @@ def test_auto_composite_on_both_paths(fashion) -> None:  # type: ignore[no-untyp
         engine = CondAttribution(model)(data[:1], conditions, "auto", record_layer=["linear1"])
     assert_close(hooked.heatmap, engine.heatmap, "heatmap with composite='auto'")
     assert_close(hooked.relevances["linear1"], engine.relevances["linear1"], "relevance with composite='auto'")
+
+
+def test_subclass_path_runs_a_training_model_in_eval_mode(fashion) -> None:  # type: ignore[no-untyped-def]
+    """As on glocal's engine: eval mode with a warning, training flags and batch-norm statistics restored."""
+    model, data = fashion
+    model.train()
+    try:
+        before = snapshot(model)
+        with pytest.warns(GlocalWarning, match="training mode"):
+            trained = OursOneDim(model)(data[:1], [{"conv2": [3], "y": [1]}], fashion_composite())
+        assert_untouched(model, before)
+    finally:
+        model.eval()
+    evaluated = OursOneDim(model)(data[:1], [{"conv2": [3], "y": [1]}], fashion_composite())
+    assert_close(trained.heatmap, evaluated.heatmap, "heatmap of the model in training mode")
