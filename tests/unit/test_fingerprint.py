@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonPlus
@@ -96,3 +97,23 @@ def test_dataset_samples_are_evenly_spaced_and_nested_types_hash() -> None:
 def test_no_differences_for_equal() -> None:
     assert differences({"a": {"b": 1}}, {"a": {"b": 1}}) == []
     assert differences({"a": {"b": 1}}, {"a": {}}) == ["a.b: index has 1, given a has none"]
+
+
+def test_exact_dataset_fingerprint_sees_every_sample_and_not_the_split() -> None:
+    from glocal.index.fingerprint import batch_digests, combine_digests
+
+    generator = torch.Generator().manual_seed(3)
+    data = [(torch.rand(2, 3, generator=generator), i % 4) for i in range(50)]
+    exact = combine_digests(50, 8, batch_digests(data, 8, progress=False))
+    # two ranks (batches 0, 2, 4, 6 and 1, 3, 5), interleaved again: the same digests
+    ranks = [batch_digests(data, 8, range(r, 7, 2), progress=False) for r in range(2)]
+    interleaved = np.zeros((7, 32), dtype=np.uint8)
+    interleaved[0::2], interleaved[1::2] = ranks
+    assert combine_digests(50, 8, interleaved) == exact
+    changed = list(data)
+    changed[37] = (data[37][0] + 1e-6, data[37][1])  # not one of the 16 samples of the quick fingerprint
+    assert dataset_fingerprint(changed) == dataset_fingerprint(data)
+    assert combine_digests(50, 8, batch_digests(changed, 8, progress=False)) != exact
+    relabelled = list(data)
+    relabelled[11] = (data[11][0], 9)
+    assert combine_digests(50, 8, batch_digests(relabelled, 8, progress=False)) != exact

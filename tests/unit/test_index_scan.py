@@ -77,3 +77,18 @@ def test_scan_with_predictions_and_resume_equals_one_pass(conv_net):
     assert whole.statistics is not None and resumed.statistics is not None
     for key, value in whole.statistics["5"].arrays().items():
         assert (resumed.statistics["5"].arrays()[key] == value).all(), key
+
+
+def test_scan_hashes_every_batch_as_it_streams(conv_net):
+    from glocal.index.fingerprint import batch_digests
+
+    torch.manual_seed(7)
+    dataset = torch.utils.data.TensorDataset(torch.rand(11, 3, 8, 8), torch.randint(0, 5, (11,)))
+    shares = [
+        run_scan(conv_net, EpsilonPlusFlat(), dataset, ["5"], k=2, batch_size=3, rank=r, world=2, progress=False)
+        for r in range(2)
+    ]
+    assert [len(s.digests) for s in shares] == [2, 2]
+    for rank, share in enumerate(shares):  # rank r scanned batches r, r + 2: the digests a reader computes for them
+        expected = batch_digests(dataset, 3, [rank, rank + 2], progress=False)
+        assert [bytes(row) for row in expected] == share.digests

@@ -226,3 +226,28 @@ def test_reader_process_reads_while_writer_writes(tmp_path: Path) -> None:
     out, err = reader.communicate(timeout=90)
     assert reader.returncode == 0, err.decode()
     assert int(out) >= 1, "the reader saw no checkpoint"
+
+
+@pytest.mark.parametrize("syncfs", [True, False])
+def test_results_are_flushed_with_a_few_syncs_not_one_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
+) -> None:
+    if syncfs and storage._syncfs is None:
+        pytest.skip("this platform has no syncfs")
+    if not syncfs:
+        monkeypatch.setattr(storage, "_syncfs", None)
+    calls: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
+    store = IndexStore.create(tmp_path / "index", MANIFEST)
+    arrays = {f"layer{i}/{part}/ids": np.full((3, 4), i, dtype=np.int64) for i in range(6) for part in ("a", "b")}
+    calls.clear()
+    store.write_results(arrays)
+    files = sum(len(names) + len(dirs) for _, dirs, names in os.walk(tmp_path / "index" / "index.zarr"))
+    if syncfs:
+        assert len(calls) <= 2  # one syncfs for the data, one for the renames: no fsync per file
+    else:
+        assert len(calls) >= files // 2  # the portable fallback flushes file by file
+    store.mark_complete()
+    reader = IndexStore.open(tmp_path / "index")
+    assert all((reader.read(key) == value).all() for key, value in arrays.items())
