@@ -494,9 +494,11 @@ class IndexStore:
                 )
         else:
             if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+                reason = _not_an_index(directory)
+                crp = " It is a zennit-crp output folder: " + reason if "zennit-crp" in reason else ""
                 raise IndexCorruptedError(
                     f"{directory} exists and is not empty, but has no {_MANIFEST}: it is not an index directory (or "
-                    "its manifest was lost). Nothing was changed. Choose another directory, or delete this one."
+                    f"its manifest was lost). Nothing was changed. Choose another directory, or delete this one.{crp}"
                 )
             directory.mkdir(parents=True, exist_ok=True)
             _write_file_atomic(manifest_path, _to_json({**given, _STATUS: _IN_PROGRESS}, "manifest"))

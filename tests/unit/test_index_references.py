@@ -323,3 +323,20 @@ def test_actmax_references_of_an_unrectified_conv_are_not_blank(tmp_path: Path) 
             crop = heatmap[top:bottom, left:right]
             shown = (crop > 0.2 * crop.max()).float().mean()  # the part render_references does not fade
             assert crop.max() > 0 and shown > 0.02, (channel, float(shown))
+
+
+def test_an_index_of_an_older_glocal_warns_that_its_actmax_is_raw(built, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    _, index, _ = built
+    old = tmp_path / "old"
+    shutil.copytree(index.store.path, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    assert manifest.pop("scores") == 2
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(GlocalWarning, match="older glocal: its actmax_sum/actmax_max rank the raw activation"):
+        ConceptIndex.open(old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ConceptIndex.open(index.store.path)

@@ -38,7 +38,7 @@ import torch
 import zennit.core
 
 from .._version import __version__
-from ..errors import ConceptError, InputError, LayerError, TargetError
+from ..errors import ConceptError, InputError, LayerError, TargetError, warn
 from ..storage import IndexKeyError, IndexStore, mismatch_error
 from .fingerprint import (
     DIGEST_BYTES,
@@ -59,6 +59,9 @@ __all__ = ["ConceptIndex", "build_index"]
 logger = logging.getLogger(__name__)
 
 _MATRIX = "matrix"
+# the definitions of the scores (glocal.index.statistics); 2: positive ActMax, zennit-crp's ActMax modes, batch digests.
+# A manifest without it was written by an older glocal, whose actmax_* ranked the raw activation.
+_SCORES = 2
 _DIGESTS = "__dataset__/batch_digests"  # (batches, 32) uint8: each fixed batch's digest (a rank's share in checkpoints)
 
 
@@ -177,6 +180,7 @@ def build_index(
         "targets": targets,
         "batch_size": batch_size,
         "store_matrix": store_matrix,
+        "scores": _SCORES,
     }
     directory = Path(directory)
     root = IndexStore.create(directory, manifest) if rank == 0 else None
@@ -426,6 +430,12 @@ class ConceptIndex:
                 f"the index in {directory} was not made with what was given",
                 found,
                 "Open it without these arguments to read it anyway, or build a new index.",
+            )
+        if "scores" not in manifest and "imported_from" not in manifest:
+            warn(
+                f"the index in {directory} was built by an older glocal: its actmax_sum/actmax_max rank the raw "
+                "activation (now the positive part, see glocal.index.statistics), it has no actmax_*_norm/_raw modes "
+                "and no batch digests. Build it again for the current definitions."
             )
         if store.complete:
             return cls(store, None, True)
