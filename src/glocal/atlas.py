@@ -1143,9 +1143,16 @@ def atlas_figure(
     chosen = list(atlas.layers if layers is None else layers)
     for layer in chosen:
         atlas._check_layer(layer)
-    with_pictures = bool(thumbnails) and any(key[0] in chosen for key in thumbnails or {})
-    picture_inches, bar_inches, title_inches = (column_width * 0.9 if with_pictures else 0.0), 1.5, 0.4
-    row_inches = title_inches + picture_inches + bar_inches + 0.65  # the last part for the three-line tick labels
+    pictured = {key[0] for key in thumbnails or {} if key[0] in chosen}  # layers with thumbnails get room for them
+    with_pictures = bool(pictured)
+    bar_inches, title_inches = 1.5, 0.4
+
+    def picture_room(layer: str) -> float:
+        return column_width * 0.9 if layer in pictured else 0.0
+
+    def row_room(layer: str) -> float:  # the last part for the three-line tick labels
+        return title_inches + picture_room(layer) + bar_inches + 0.65
+
     width = max(top * column_width + 1.0, 6.0)
 
     samples = atlas.n_samples if target is None else atlas.class_counts.get(target, 0)
@@ -1165,16 +1172,19 @@ def atlas_figure(
     legend = textwrap.fill(legend, int(width * 16))
     title_lines, legend_lines = title.count("\n") + 1, legend.count("\n") + 1
     header_inches = 0.2 + 0.2 * title_lines + 0.15 * legend_lines + 0.15
-    height = header_inches + len(chosen) * row_inches
+    height = header_inches + sum(row_room(layer) for layer in chosen)
     figure = figure_class(figsize=(width, height), dpi=dpi)
     canvas_class(figure)
     figure.text(0.5, 1 - 0.12 / height, title, fontsize=11, ha="center", va="top")
     figure.text(0.5, 1 - (0.2 + 0.2 * title_lines) / height, legend, fontsize=8, color="#444444", ha="center", va="top")
     left, right = 0.7 / width, 1 - 0.3 / width
     slot = (right - left) / top
-    for row, layer in enumerate(chosen):
+    above = header_inches
+    for layer in chosen:
         entries = atlas.layer_entries(layer, target)[:top]
-        row_top = 1 - (header_inches + row * row_inches) / height
+        picture_inches = picture_room(layer)
+        row_top = 1 - above / height
+        above += row_room(layer)
         bar_top = row_top - (title_inches + picture_inches) / height
         bar_bottom = bar_top - bar_inches / height
         axes = figure.add_axes((left, bar_bottom, right - left, bar_inches / height))
