@@ -26,6 +26,9 @@ Deliberate differences from zennit-crp (``docs/migration.md`` explains each)
 * **Receptive fields in batches.** zennit-crp re-sliced the already sliced neuron ids for every batch after the first,
   so with more samples than ``batch_size`` it masked the wrong neurons (or failed). Here every batch takes its own
   slice; batched and one-by-one results are equal.
+* **RelMax with ``max_target="max"`` and ``abs_norm=True``** divides each channel's largest relevance by the sample's
+  summed absolute channel relevance (glocal's ``relmax_max_norm``); zennit-crp divided it by the sum of the channels'
+  absolute maxima. The samples can differ, and a warning says so; every other setting ranks exactly as zennit-crp.
 * **Class statistics are RelMax sums.** ``compute_stats`` and ``get_stats_reference`` read glocal's per-class top-k,
   which ranks by the summed relevance without normalisation whatever ``max_target``/``abs_norm`` (zennit-crp: the
   RelMax score, normalised by default); ``mode="activation"`` has no class statistics and raises ``ValueError``.
@@ -148,6 +151,13 @@ class FeatureVisualization:
             raise ValueError(f"k must be a positive number of samples, got {k!r}")
         for layer, concept in layer_map.items():
             _check_channel_concept(layer, concept)
+        if max_target == "max" and abs_norm:
+            warn(
+                "max_target='max' with abs_norm=True: glocal's RelMax divides each channel's largest relevance by the "
+                "sample's summed absolute channel relevance, zennit-crp divided it by the sum of the channels' "
+                "absolute maxima, so RelMax samples can differ from zennit-crp's (ActMax samples are the same); "
+                "max_target='sum' (the default) or abs_norm=False rank exactly as zennit-crp"
+            )
         self.attribution = attribution
         self.dataset = dataset
         self.layer_map = layer_map
