@@ -126,6 +126,10 @@ def test_samples_are_zennit_crps(fashion: dict[str, Any], kind: str) -> None:
             keep = unique(np.asarray(crp_scores[:, concept]))[:8]
             torch.testing.assert_close(got[concept][keep], expected[concept][keep])
     assert compared > 1000
+    for indices in ([7], [3, 9, 4]):
+        got, expected = fv.get_data_concurrently(indices), crp_fv.get_data_concurrently(indices)
+        torch.testing.assert_close(got[0], expected[0].detach())
+        assert got[1] == expected[1]
 
 
 def test_unnormalised_actmax_is_zennit_crps_too(fashion: dict[str, Any], tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ crp_image = pytest.importorskip("crp.image")
 
 
 def store_palette(picture: Image.Image) -> Image.Image:
-    """zennit's array palette, which Pillow >= 11 can neither read nor save, stored as bytes (in place)."""
+    """zennit's array palette, which recent Pillow (13) can neither read nor save, stored as bytes (in place)."""
     if picture.mode == "P" and isinstance(picture.palette.palette, np.ndarray):
         picture.putpalette(np.asarray(picture.palette.palette, dtype=np.uint8).tobytes(), "RGB")
     return picture
@@ -177,8 +177,8 @@ def test_blur_larger_than_the_image_is_explained() -> None:
 
 
 def test_heatmap_pictures_can_be_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """zennit gives single-channel pictures an array palette; Pillow >= 11 fails to save or resize them (so zennit-crp's
-    ImageCache and plot_grid(resize=...) fail there). glocal's pictures carry the same colours as bytes."""
+    """zennit gives single-channel pictures an array palette; recent Pillow (13) fails to save or resize them (so
+    zennit-crp's ImageCache and plot_grid fail there). glocal's pictures carry the same colours as bytes."""
     monkeypatch.undo()  # zennit-crp as installed
     heatmap = torch.linspace(-1, 1, 64).reshape(8, 8)
     picture = compat_image.imgify(heatmap, symmetric=True, resize=16)

@@ -119,7 +119,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as patch:
         for name in ("crp.maximization", "crp.statistics"):  # its gc.collect() per checkpoint: most of its time
             patch.setattr(f"{name}.gc", types.SimpleNamespace(collect=lambda: 0))
-        original = crp.image.zimage.imgify  # zennit's array palettes, unreadable on Pillow >= 11: stored as bytes
+        original = crp.image.zimage.imgify  # zennit's array palettes, unreadable on recent Pillow (13): stored as bytes
 
         def imgify(*args: Any, **kwargs: Any) -> Image.Image:
             picture = original(*args, **kwargs)

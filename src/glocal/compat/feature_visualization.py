@@ -191,6 +191,15 @@ class FeatureVisualization:
         data = torch.as_tensor(x).to(self.device).unsqueeze(0)
         return (self.preprocess_data(data) if preprocessing else data), y
 
+    def get_data_concurrently(
+        self, indices: Sequence[int] | np.ndarray | torch.Tensor, preprocessing: bool = False
+    ) -> tuple[torch.Tensor, Any]:
+        """zennit-crp's: samples ``indices`` as one batch and their labels (for one index its label, not a list)."""
+        items = [self.get_data_sample(int(i), preprocessing) for i in indices]
+        if len(items) == 1:
+            return items[0]
+        return torch.cat([x for x, _ in items]), [y for _, y in items]
+
     def _data(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[Any]]:
         items = [self.get_data_sample(int(i), preprocessing=False) for i in indices]
         return torch.cat([x for x, _ in items]), [y for _, y in items]

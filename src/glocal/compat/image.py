@@ -25,7 +25,7 @@ __all__ = ["get_crop_range", "imgify", "plot_grid", "vis_img_heatmap", "vis_opaq
 def _zennit_imgify(image: torch.Tensor | np.ndarray, **kwargs: Any) -> Image.Image:
     """:func:`zennit.image.imgify`, with the palette of single-channel pictures stored as bytes.
 
-    zennit puts a ``(256, 3)`` array as palette, which Pillow >= 11 can neither save nor convert.
+    zennit puts a ``(256, 3)`` array as palette, which recent Pillow (13) can neither save nor convert.
     """
     picture = zennit.image.imgify(image, **kwargs)
     if picture.mode == "P" and picture.palette is not None and isinstance(picture.palette.palette, np.ndarray):
