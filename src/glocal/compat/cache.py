@@ -94,21 +94,20 @@ class ImageCache(Cache):
                 )
             image.save(path / f"{key}_{tuple_index}_{rank}.png", optimize=True)
 
-    def save(
+    def save(  # type: ignore[override]  # zennit-crp's ImageCache names the parameters so
         self,
-        ref_c: dict[Any, Any],
+        ref_dict: dict[Any, Any],
         layer_name: str,
         mode: str,
         r_range: tuple[int, int],
         composite: Any,
         rf: bool,
-        f_name: str,
+        func_name: str,
         plot_name: str,
-        **kwargs: Any,
     ) -> None:
         """Write each picture as ``<id>_<0 or 1>_<rank>.png`` (``1``: the second list of a pair)."""
-        path = self._create_path(layer_name, mode, composite, rf, f_name, plot_name)
-        for key, value in ref_c.items():
+        path = self._create_path(layer_name, mode, composite, rf, func_name, plot_name)
+        for key, value in ref_dict.items():
             if isinstance(value, tuple):
                 self._save_img_list(value[0], key, 0, r_range, path)
                 self._save_img_list(value[1], key, 1, r_range, path)
@@ -127,23 +126,22 @@ class ImageCache(Cache):
             images.append(Image.open(file))
         return images, None
 
-    def load(
+    def load(  # type: ignore[override]  # zennit-crp's ImageCache names the parameters so
         self,
-        concept_ids: list[Any],
+        indices: list[Any],
         layer_name: str,
         mode: str,
         r_range: tuple[int, int],
         composite: Any,
         rf: bool,
-        f_name: str,
+        func_name: str,
         plot_name: str,
-        **kwargs: Any,
     ) -> tuple[dict[Any, Any], dict[Any, tuple[int, int]]]:
         """The cached pictures of ranks ``r_range`` (from its start up to the first missing one) and what is missing."""
-        path = self._create_path(layer_name, mode, composite, rf, f_name, plot_name)
+        path = self._create_path(layer_name, mode, composite, rf, func_name, plot_name)
         found: dict[Any, Any] = {}
         missing: dict[Any, tuple[int, int]] = {}
-        for key in concept_ids:
+        for key in indices:
             first, first_missing = self._load_img_list(key, 0, r_range, path)
             second, _ = self._load_img_list(key, 1, r_range, path)
             if first:
