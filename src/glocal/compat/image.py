@@ -138,7 +138,7 @@ def vis_img_heatmap(
     Examples
     --------
     >>> heat = torch.zeros(1, 24, 24); heat[0, 8:14, 10:12] = 1.0
-    >>> images, heats = vis_img_heatmap(torch.ones(1, 3, 24, 24), heat)
+    >>> images, heats = vis_img_heatmap(torch.linspace(0, 1, 3 * 24 * 24).view(1, 3, 24, 24), heat)
     >>> images[0].size, heats[0].mode
     ((24, 24), 'P')
     """
@@ -174,7 +174,7 @@ def imgify(
 
     Examples
     --------
-    >>> imgify(torch.zeros(3, 4, 2), resize=8, padding=True).size
+    >>> imgify(torch.linspace(0, 1, 24).view(3, 4, 2), resize=8, padding=True).size
     (8, 8)
     """
     if isinstance(image, torch.Tensor):
