@@ -42,10 +42,10 @@ import zennit.core
 from zennit.canonizers import Canonizer, NamedMergeBatchNorm
 from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
 from zennit.layer import Sum
-from zennit.rules import Epsilon, Gamma, Norm, Pass, ZBox, ZPlus
+from zennit.rules import Epsilon, Norm, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 
-from .canonizers import MobileNetV2Canonizer
+from .bias_rules import mobilenet_v2_composite
 from .structure import ModelStructure, inspect_model
 
 __all__ = [
@@ -145,15 +145,16 @@ def _generic(model: torch.nn.Module, structure: ModelStructure, low: Bounds, hig
 def _mobilenet_v2(
     model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds
 ) -> zennit.core.Composite:
-    """ZBox on the pixels, Gamma on the convolutions, Epsilon on the classifier, with
-    :class:`~glocal.canonizers.MobileNetV2Canonizer` (merged batch norms, ``Sum`` residuals, pooling module)."""
-    return box_composite(_first_rule(low, high), [MobileNetV2Canonizer()], convolution=Gamma(gamma=0.25))
+    """:func:`glocal.bias_rules.mobilenet_v2_composite`: bias-free box rule on the pixels, bias-free Gamma (1, flat
+    fallback) on the convolutions, Epsilon on the classifier, with :class:`~glocal.canonizers.MobileNetV2Canonizer`."""
+    return mobilenet_v2_composite(low, high)
 
 
 MOBILENET_V2: tuple[CompositeFactory, str] = (
     _mobilenet_v2,
-    "torchvision MobileNetV2: box rule on the pixels, Gamma (0.25) on the convolutions, epsilon on the classifier; "
-    "MobileNetV2Canonizer merges the batch norms and routes the residual adds and the pooling through modules",
+    "torchvision MobileNetV2: bias-free box rule on the pixels, bias-free Gamma (1) on the convolutions, epsilon on "
+    "the classifier; MobileNetV2Canonizer merges the batch norms and routes the residual adds and the pooling through "
+    "modules. The merged biases would absorb 99.7 % of the logit under rules that count them (docs/conservation.md)",
 )
 """The MobileNetV2 default: ``(factory, why)``. Replace this entry to change what ``"auto"`` gives MobileNetV2."""
 # ---- end of the MobileNetV2 default --------------------------------------------------------------------------------
