@@ -170,6 +170,7 @@ def native_run(problem: Problem, layer_graph: Any) -> Any:
         widths=problem.widths,
         layer_graph=layer_graph,
         sole_path=False,
+        per_layer=True,  # zennit-crp's counting: widths children per input layer, the same nodes as the others
     )
 
 
