@@ -136,3 +136,26 @@ def test_json_round_trip_with_and_without_heatmaps(conv_net, images, tmp_path):
     plain.figure()  # drawn with empty boxes where heatmaps were not saved
     with pytest.raises(InputError, match="to_dict's form"):
         ConceptPath.from_dict({"target": 1})
+
+
+class _Block(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.conv(x))
+
+
+def test_a_path_from_a_block_follows_the_blocks_outputs():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3), _Block(), _Block(), torch.nn.Flatten(), torch.nn.Linear(3 * 6 * 6, 2)
+    ).eval()
+    attributor = Attributor(model, EpsilonPlus())
+    sample = torch.rand(1, 1, 8, 8)
+    top = int(_relevances(attributor, sample, {"y": [1]}, "2").argmax())
+    path = concept_path(attributor, sample, [("2", top)], target=1, k=2, follow=2, progress=False)
+    assert [step.layer for step in path.steps] == ["2", "1", "0"]  # block, block, the conv before them
+    below = _relevances(attributor, sample, {"y": [1], "2": [top]}, "1")
+    assert path.steps[1].relevance == pytest.approx(float(below.max()), rel=1e-5)
