@@ -68,6 +68,7 @@ __all__ = [
     "make_reference",
     "make_references",
     "min_max_image",
+    "positive_part",
     "receptive_field_boxes",
     "reference_grid",
     "reference_heatmaps",
