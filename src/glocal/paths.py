@@ -448,14 +448,56 @@ class PathConsistency:
         """The concepts voted for at ``depth``, best score first."""
         return [c for c in self.concepts if c.depth == depth]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, heatmaps: bool = False) -> dict[str, Any]:
+        """JSON-serialisable form: every image's path in full (see :meth:`ConceptPath.to_dict`; heatmaps only with
+        ``heatmaps=True``), the votes, the Jaccard indices and the concepts' scores (``NaN`` where undefined)."""
         return {
             "k": self.k,
-            "paths": [str(path) for path in self.paths],
+            "paths": [path.to_dict(heatmaps=heatmaps) for path in self.paths],
             "path_votes": [list(item) for item in self.path_votes],
             "jaccard": list(self.jaccard),
             "concepts": [vars(c) for c in self.concepts],
         }
+
+    def to_json(self, path: str | Path | None = None, indent: int | None = 2, heatmaps: bool = False) -> str:
+        """The result as JSON text (see :meth:`to_dict`); also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(heatmaps=heatmaps), indent=indent)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PathConsistency:
+        """The result back from :meth:`to_dict`'s form."""
+        try:
+            return cls(
+                paths=tuple(ConceptPath.from_dict(path) for path in data["paths"]),
+                k=int(data["k"]),
+                path_votes=tuple((str(chain), int(votes)) for chain, votes in data["path_votes"]),
+                jaccard=tuple(float(value) for value in data["jaccard"]),
+                concepts=tuple(
+                    ConceptConsistency(
+                        depth=int(c["depth"]),
+                        layer=str(c["layer"]),
+                        concept=int(c["concept"]),
+                        votes=int(c["votes"]),
+                        frequency=float(c["frequency"]),
+                        spatial=float(c["spatial"]),
+                        mean_share=float(c["mean_share"]),
+                        score=float(c["score"]),
+                    )
+                    for c in data["concepts"]
+                ),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InputError(
+                f"not a path consistency result in PathConsistency.to_dict's form ({type(error).__name__}: {error})"
+            ) from error
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> PathConsistency:
+        """The result back from :meth:`to_json`: a file path, or the JSON text itself."""
+        return cls.from_dict(read_json(source))
 
 
 def path_consistency(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from glocal import Attributor
 from glocal.errors import InputError
 from glocal.paths import (
     ConceptPath,
+    PathConsistency,
     concept_path,
     mean_jaccard,
     path_consistency,
@@ -95,6 +97,12 @@ def test_identical_images_agree_fully_and_shifted_ones_less(conv_net, images):
     for concept in mixed.concepts_at(0):
         assert concept.votes == sum((concept.layer, concept.concept) in top for top in tops)
     assert mixed.to_dict()["k"] == 3
+    loaded = PathConsistency.from_json(mixed.to_json(heatmaps=True))
+    assert loaded.paths == mixed.paths and loaded.path_votes == mixed.path_votes and loaded.k == mixed.k
+    # every value the same (NaN spatial agreements, which == cannot compare, as the same text)
+    assert json.dumps(loaded.to_dict()) == json.dumps(mixed.to_dict()) and len(loaded.concepts) == len(mixed.concepts)
+    first = loaded.paths[0].steps[0].candidates[0]
+    torch.testing.assert_close(first.heatmap, mixed.paths[0].steps[0].candidates[0].heatmap, rtol=0, atol=0)
     with pytest.raises(InputError, match="one class per image"):
         path_consistency(attributor, images, "8:2", targets=[1, 2])
 
