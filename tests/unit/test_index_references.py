@@ -291,24 +291,24 @@ def test_actmax_references_of_an_unrectified_conv_are_not_blank(tmp_path: Path) 
 
     torch.set_num_threads(1)
     model = mnist_cnn()
-    images, labels = mnist_digits(200)
+    images, labels = mnist_digits(120)
     data = torch.utils.data.TensorDataset(images, labels)
     layer = "conv_layers.6"
     index = build_index(
-        model, EpsilonPlusFlat(), data, [layer], tmp_path / "index", k=8, batch_size=100, progress=False
+        model, EpsilonPlusFlat(), data, [layer], tmp_path / "index", k=4, batch_size=120, progress=False
     )
     recorded: list[torch.Tensor] = []
     handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: recorded.append(o.detach()))
     with torch.no_grad():
         model(images)
     handle.remove()
-    activation = recorded[0].flatten(2)  # (200, 128, 49)
+    activation = recorded[0].flatten(2)  # (120, 128, 49)
     assert bool((activation.sum(-1) < 0).all())  # the raw ActMax score is negative for every digit and channel
     positive = activation.clamp(min=0).sum(-1)
     channels = [0, 1, 2, 3]
     for channel in channels:  # the index ranks by the positive activation, ties by the smaller id
         ids, scores, positions = index.samples(layer, channel, "actmax_sum", 4)
-        expected = sorted(range(200), key=lambda i: (-float(positive[i, channel]), i))[:4]
+        expected = sorted(range(120), key=lambda i: (-float(positive[i, channel]), i))[:4]
         assert ids == expected
         torch.testing.assert_close(torch.tensor(scores), positive[expected, channel], rtol=1e-5, atol=1e-5)
         assert positions == activation[expected, channel].argmax(-1).tolist()  # the most active unit
