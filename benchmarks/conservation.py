@@ -206,9 +206,15 @@ def summarise(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def save_grid(path: Path, images: torch.Tensor, heatmaps: dict[str, torch.Tensor], names: list[str]) -> None:
+def save_grid(
+    path: Path,
+    images: torch.Tensor,
+    heatmaps: dict[str, torch.Tensor],
+    names: list[str],
+    kept: dict[str, list[float]] | None = None,
+) -> None:
     """Photos in the first column, one column of heatmaps per candidate (red positive, blue negative, each heatmap
-    scaled to its own largest magnitude)."""
+    scaled to its own largest magnitude), each labelled with the share of the logit it keeps (``kept``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,8 +231,13 @@ def save_grid(path: Path, images: torch.Tensor, heatmaps: dict[str, torch.Tensor
             axes[row, column].imshow(heat.numpy(), cmap="bwr", vmin=-scale, vmax=scale)
             if row == 0:
                 axes[row, column].set_title(candidate, fontsize=8)
+            if kept is not None:
+                axes[row, column].set_xlabel(f"keeps {kept[candidate][row]:.2%} of the logit", fontsize=7)
     for axis in axes.flat:
-        axis.set_axis_off()
+        axis.set_xticks([])
+        axis.set_yticks([])
+        for spine in axis.spines.values():
+            spine.set_visible(False)
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
@@ -275,9 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     lines: list[dict[str, Any]] = []
     heatmaps: dict[str, torch.Tensor] = {}
+    kept: dict[str, list[float]] = {}
     for name in names:
         start = time.perf_counter()
         rows, heatmaps[name] = measure(model, available[name](), images)
+        kept[name] = [row["fractions"]["input"] for row in rows]
         for photo, row in zip(args.photos, rows, strict=True):
             lines.append({"candidate": name, "photo": photo, **row})
         lines.append(summarise(name, rows))
@@ -289,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         print(markdown([line for line in lines if "summary" in line]), file=sys.stderr)
     if args.png:
-        save_grid(args.png, raw, heatmaps, list(args.photos))
+        save_grid(args.png, raw, heatmaps, list(args.photos), kept)
     return 0
 
 

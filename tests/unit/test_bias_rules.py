@@ -224,3 +224,17 @@ def test_mobilenet_v2_default_conserves_and_engines_agree():
     start[0, target] = logit
     theirs = zennit_relevance(model, mobilenet_v2_composite(low, high), image, start)
     assert float((heatmap - theirs).abs().max() / theirs.abs().max()) < 1e-4
+
+
+def test_auto_gives_mobilenet_v2_the_bias_free_default():
+    torchvision = pytest.importorskip("torchvision")
+    from glocal.composites import auto
+
+    torch.manual_seed(4)
+    model = torchvision.models.mobilenet_v2(num_classes=5).eval()
+    x = torch.randn(1, 3, 64, 64)
+    chosen = auto(model)
+    assert chosen.architecture == "mobilenet_v2"
+    ours = Attributor(model, chosen.composite)(x, {"y": [0]}).input_relevance
+    expected = Attributor(model, mobilenet_v2_composite())(x, {"y": [0]}).input_relevance
+    torch.testing.assert_close(ours, expected)
