@@ -6,7 +6,7 @@ detects the architecture and returns the composite the LRP literature recommends
 =================  ================================================================================================
 architecture       composite
 =================  ================================================================================================
-``vgg``            first conv: box rule, convs: z+ (``ZPlus``), dense: epsilon. No canonizer needed.
+``vgg``            convs reading the input: box rule; other convs: z+ (``ZPlus``); dense: epsilon. No canonizer.
 ``vgg_bn``         the same, with each batch norm merged into the conv before it.
 ``resnet``         the same rules; :class:`zennit.torchvision.ResNetCanonizer` merges the batch norms and routes each
                    residual add through a ``Sum`` module (``Norm`` rule: relevance split in proportion to the summands).
@@ -17,7 +17,8 @@ architecture       composite
 ``generic``        no convolution (e.g. an MLP): epsilon on every dense layer, batch norms merged where possible.
 =================  ================================================================================================
 
-The first layer of an image model sees unbounded, normalised pixels, where z+ is meaningless. Its rule is the box rule
+The convolutions that read the input (found by tracing: the first one, or several where the input feeds several
+branches) see unbounded, normalised pixels, where z+ is meaningless. Their rule is the box rule
 (``ZBox``, Montavon et al. 2017) with the bounds ``low``/``high`` when :func:`auto` is given them (e.g. the normalised
 values of black and white pixels), otherwise :class:`SampleBox`: the box rule with each sample's own per-channel
 minimum and maximum as bounds, so that every pixel lies inside its box and no bound has to be guessed.
@@ -40,7 +41,7 @@ from typing import Any
 import torch
 import zennit.core
 from zennit.canonizers import Canonizer, NamedMergeBatchNorm
-from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
+from zennit.composites import LayerMapComposite
 from zennit.layer import Sum
 from zennit.rules import Epsilon, Norm, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
@@ -52,6 +53,7 @@ __all__ = [
     "ARCHITECTURES",
     "MOBILENET_V2",
     "AutoComposite",
+    "InputLayerComposite",
     "SampleBox",
     "auto",
     "detect",
@@ -105,12 +107,53 @@ def _layer_map(convolution: zennit.core.Hook) -> list[tuple[Any, zennit.core.Hoo
     ]
 
 
+class InputLayerComposite(LayerMapComposite):
+    """A layer-map composite with its own rule for the layers that read the model's input.
+
+    Parameters
+    ----------
+    layer_map
+        ``[(module types, rule), ...]`` for every other module, as for zennit's ``LayerMapComposite``.
+    input_rule
+        The rule of the input layers.
+    input_layers
+        Their names (e.g. both convolutions of a model whose input feeds a main and a skip branch); ``None``: the
+        first convolution in the module tree, as zennit's ``SpecialFirstLayerMapComposite`` does.
+    canonizers
+        As for every zennit composite.
+    """
+
+    def __init__(
+        self,
+        layer_map: list[tuple[Any, zennit.core.Hook]],
+        input_rule: zennit.core.Hook,
+        input_layers: tuple[str, ...] | None = None,
+        canonizers: list[Canonizer] | None = None,
+    ) -> None:
+        self.input_rule = input_rule
+        self.input_layers = None if input_layers is None else frozenset(input_layers)
+        super().__init__(layer_map, canonizers)  # positional: zennit 0.4.6 names them differently
+
+    def mapping(self, ctx: dict[str, Any], name: str, module: torch.nn.Module) -> zennit.core.Hook | None:
+        if self.input_layers is not None:
+            if name in self.input_layers:
+                return self.input_rule
+        elif isinstance(module, Convolution) and not ctx.get("first_layer_visited", False):
+            ctx["first_layer_visited"] = True
+            return self.input_rule
+        return super().mapping(ctx, name, module)
+
+
 def box_composite(
-    first: zennit.core.Hook, canonizers: list[Canonizer], convolution: zennit.core.Hook | None = None
+    first: zennit.core.Hook,
+    canonizers: list[Canonizer],
+    convolution: zennit.core.Hook | None = None,
+    input_layers: tuple[str, ...] | None = None,
 ) -> zennit.core.Composite:
-    """``first`` on the first convolution, ``convolution`` (default z+) on the others, epsilon on dense layers."""
+    """``first`` on the convolutions that read the input (``input_layers``; default: the first convolution),
+    ``convolution`` (default z+) on the others, epsilon on dense layers."""
     layer_map = _layer_map(ZPlus() if convolution is None else convolution)
-    return SpecialFirstLayerMapComposite(layer_map, [(Convolution, first)], canonizers=canonizers)
+    return InputLayerComposite(layer_map, first, input_layers, canonizers)
 
 
 def _first_rule(low: Bounds, high: Bounds) -> zennit.core.Hook:
@@ -128,13 +171,13 @@ CompositeFactory = Callable[[torch.nn.Module, ModelStructure, Bounds, Bounds], z
 
 
 def _vgg(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
-    return box_composite(_first_rule(low, high), _merges(structure))
+    return box_composite(_first_rule(low, high), _merges(structure), input_layers=structure.input_layers)
 
 
 def _resnet(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
     from zennit.torchvision import ResNetCanonizer
 
-    return box_composite(_first_rule(low, high), [ResNetCanonizer()])
+    return box_composite(_first_rule(low, high), [ResNetCanonizer()], input_layers=structure.input_layers)
 
 
 def _generic(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
@@ -173,7 +216,11 @@ ARCHITECTURES: dict[str, tuple[CompositeFactory, str]] = {
         "ResNetCanonizer merges the batch norms and splits each residual add by the Norm rule",
     ),
     "mobilenet_v2": MOBILENET_V2,
-    "cnn": (_vgg, "convolutional model: box rule on the first convolution, z+ on the others, epsilon on dense layers"),
+    "cnn": (
+        _vgg,
+        "convolutional model: box rule on the convolutions reading the input, z+ on the others, epsilon on "
+        "dense layers",
+    ),
     "cnn_bn": (_vgg, "convolutional model with batch norms: as cnn, each batch norm merged into the layer it follows"),
     "generic": (_generic, "no convolution: epsilon on every dense layer, batch norms merged where they follow one"),
 }
@@ -234,7 +281,7 @@ def auto(model: torch.nn.Module, *, low: Bounds = None, high: Bounds = None) -> 
         The model (not changed: canonizers are applied only while glocal runs).
     low, high
         The lowest and highest possible input values (e.g. ``(0 - mean) / std`` and ``(1 - mean) / std`` per
-        channel, shaped ``(1, C, 1, 1)``) for the box rule of the first convolution. Without them each sample's own
+        channel, shaped ``(1, C, 1, 1)``) for the box rule of the input convolutions. Without them each sample's own
         per-channel extremes are used (:class:`SampleBox`).
 
     Returns

@@ -16,9 +16,10 @@ about what it started from. Two checks tell the user when it does not:
 Why ``TOLERANCE = 0.5``: measured with the composites ``"auto"`` picks, the pretrained MNIST CNN keeps 0.95--1.01 of
 every digit's logit (0.98--1.00 for batches of 4 or more), torchvision's VGG16 (random weights) 1.00, ResNet18
 0.94--1.01, and the trained FashionMNIST CNN, whose merged batch-norm biases absorb part of the relevance,
-0.63--1.11 in every batch of 4 or more of 512 validation images (single images: 94 % inside the band). Broken
+0.77--1.26 in every batch of 4 or more of 512 validation images (single images: 97 % inside the band). Broken
 set-ups lie far outside: an uncovered residual add doubles the relevance (k about 2; ResNet18 without its canonizer
-254), and MobileNetV2's merged batch-norm biases absorb all but 0.1--0.7 % (k about 0.001). Half of the relevance
+254), and MobileNetV2's merged batch-norm biases, under rules that count them, absorb all but 0.1--0.7 % (k about
+0.001). Half of the relevance
 gained or lost is where concept shares stop describing the prediction and start describing what is left of it.
 """
 
@@ -78,8 +79,9 @@ class KeptRelevance:
             return None
         if fraction < 1:
             cause = (
-                "Relevance is absorbed on the way down, most often by biases (e.g. of batch norms merged into the "
-                "convolutions) or by large epsilon stabilisers; concept shares are then shares of what is left."
+                "Relevance is absorbed (below 0: outweighed and reversed) on the way down, most often by biases (e.g. "
+                "of batch norms merged into the convolutions) or by large epsilon stabilisers; concept shares are then "
+                "shares of what is left."
             )
             fix = (
                 "Try composite='auto' (the rules and canonizers glocal recommends for the architecture), rules that "

@@ -56,6 +56,9 @@ class ModelStructure:
     additions
         Where the traced forward pass adds (or subtracts) two computed tensors, as ``"module: code"`` strings;
         ``None`` when symbolic tracing failed and nothing is known.
+    input_layers
+        The convolutions that read the model's input (through no other module), in forward order; ``None`` when
+        symbolic tracing failed.
     traced
         Whether :mod:`torch.fx` could trace the model; without it ``merges`` falls back to batch norms that directly
         follow a linear layer inside a ``torch.nn.Sequential``.
@@ -67,6 +70,7 @@ class ModelStructure:
     merges: tuple[tuple[tuple[str, ...], str], ...]
     additions: tuple[str, ...] | None
     traced: bool
+    input_layers: tuple[str, ...] | None = None
 
 
 def inspect_model(model: torch.nn.Module) -> ModelStructure:
@@ -80,7 +84,15 @@ def inspect_model(model: torch.nn.Module) -> ModelStructure:
     except Exception as error:  # any failure of symbolic tracing: fall back to the module tree
         _logger.debug("torch.fx could not trace %s (%s); merges from the module tree", type(model).__name__, error)
         return ModelStructure(convolutions, linears, batch_norms, _sequential_merges(model), None, False)
-    return ModelStructure(convolutions, linears, batch_norms, _graph_merges(graph, modules), _additions(graph), True)
+    return ModelStructure(
+        convolutions,
+        linears,
+        batch_norms,
+        _graph_merges(graph, modules),
+        _additions(graph),
+        True,
+        _input_layers(graph, modules),
+    )
 
 
 def _trace(model: torch.nn.Module) -> torch.fx.Graph:
@@ -126,6 +138,19 @@ def _sequential_merges(model: torch.nn.Module) -> tuple[tuple[tuple[str, ...], s
                 prefix = f"{name}." if name else ""
                 merges.append(((prefix + first,), prefix + second))
     return tuple(merges)
+
+
+def _input_layers(graph: torch.fx.Graph, modules: dict[str, torch.nn.Module]) -> tuple[str, ...]:
+    """Convolutions whose input comes from the model's input through functional operations only."""
+    raw: set[torch.fx.Node] = set()
+    found = []
+    for node in graph.nodes:
+        reads_raw = any(arg in raw for arg in node.all_input_nodes)
+        if node.op == "placeholder" or (reads_raw and node.op != "call_module"):
+            raw.add(node)
+        elif reads_raw and isinstance(modules.get(str(node.target)), torch.nn.modules.conv._ConvNd):
+            found.append(str(node.target))
+    return tuple(dict.fromkeys(found))
 
 
 def _additions(graph: torch.fx.Graph) -> tuple[str, ...]:

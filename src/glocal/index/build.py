@@ -416,6 +416,9 @@ class ConceptIndex:
         if model is not None:
             found += differences({"model": manifest["model"]}, {"model": model_fingerprint(model)})
         if composite is not None and model is not None:
+            from ..composites import resolve as resolve_composite  # "auto": as build_index resolved it
+
+            composite, _ = resolve_composite(model, composite)
             found += differences(
                 {"composite": manifest["composite"]}, {"composite": composite_fingerprint(composite, model)}
             )
