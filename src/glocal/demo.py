@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import zennit.core
-from zennit.composites import EpsilonGammaBox
 
 from .attribution_graph import attribution_graph
-from .canonizers import MobileNetV2Canonizer
+from .bias_rules import mobilenet_v2_composite
 from .engine import Attributor
 from .explain import ConceptExplainer, ConceptExplanation
 from .graph import trace_layers
@@ -138,11 +137,12 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 def composite() -> zennit.core.Composite:
-    """LRP rules for MobileNetV2: ZBox on the pixels, Gamma on the convolutions, Epsilon on the classifier, Norm on
-    the residual sums and the pooling, merged batch norms (see :class:`~glocal.canonizers.MobileNetV2Canonizer`)."""
+    """LRP rules for MobileNetV2 (:func:`glocal.bias_rules.mobilenet_v2_composite`, what ``"auto"`` gives it):
+    bias-free box rule on the pixels, bias-free Gamma on the convolutions, Epsilon on the classifier, Norm on the
+    residual sums and the pooling, merged batch norms (see :class:`~glocal.canonizers.MobileNetV2Canonizer`)."""
     low = normalise(torch.zeros(1, 3, 1, 1))
     high = normalise(torch.ones(1, 3, 1, 1))
-    return EpsilonGammaBox(low=low, high=high, canonizers=[MobileNetV2Canonizer()])
+    return mobilenet_v2_composite(low, high)
 
 
 GRAPH_LAYER = "features.16"
