@@ -84,8 +84,8 @@ class KeptRelevance:
                 "shares of what is left."
             )
             fix = (
-                "Try composite='auto' (the rules and canonizers glocal recommends for the architecture), rules that "
-                "ignore biases (zero_params='bias'), or a smaller epsilon."
+                "Try composite='auto' (the rules and canonizers glocal recommends for the architecture), the "
+                "bias-free rules of glocal.bias_rules (zennit's zero_params='bias' can overflow), or a smaller epsilon."
             )
         else:
             cause = (

@@ -370,3 +370,14 @@ def test_subclass_path_runs_a_training_model_in_eval_mode(fashion) -> None:  # t
         model.eval()
     evaluated = OursOneDim(model)(data[:1], [{"conv2": [3], "y": [1]}], fashion_composite())
     assert_close(trained.heatmap, evaluated.heatmap, "heatmap of the model in training mode")
+
+
+def test_feature_visualization_says_it_does_not_use_the_overrides(fashion) -> None:  # type: ignore[no-untyped-def]
+    from glocal.compat import FeatureVisualization
+
+    model = fashion[0]
+    with pytest.warns(GlocalWarning, match="overrides heatmap_modifier"):
+        FeatureVisualization(OursOneDim(model), [], {"conv2": ChannelConcept()}, path="unused")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GlocalWarning)
+        FeatureVisualization(CondAttribution(model), [], {"conv2": ChannelConcept()}, path="unused")

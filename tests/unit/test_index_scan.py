@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from zennit.composites import EpsilonPlusFlat
 
-from glocal import Attributor
+from glocal import Attributor, Condition, PerSample
 from glocal.index.scan import ScanState, batches_for, run_scan
 from glocal.index.statistics import LayerStatistics
 
@@ -92,3 +92,25 @@ def test_scan_hashes_every_batch_as_it_streams(conv_net):
     for rank, share in enumerate(shares):  # rank r scanned batches r, r + 2: the digests a reader computes for them
         expected = batch_digests(dataset, 3, [rank, rank + 2], progress=False)
         assert [bytes(row) for row in expected] == share.digests
+
+
+def test_index_of_plain_gradients(conv_net, tmp_path):
+    """composite=None indexes plain gradients, as Attributor(model, None) computes them."""
+    from glocal.index import ConceptIndex, build_index
+
+    torch.manual_seed(6)
+    images = torch.rand(6, 3, 8, 8)
+    labels = torch.randint(0, 5, (6,))
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    build_index(conv_net, None, dataset, ["5"], tmp_path / "plain", k=6, batch_size=4, progress=False)
+    index = ConceptIndex.open(tmp_path / "plain", model=conv_net, composite=None)
+    targets = PerSample([[int(label)] for label in labels])  # each sample's relevance from its own label
+    result = Attributor(conv_net, None)(images, Condition(targets=targets), record=["5"], heatmap=False)
+    sums = result.relevances["5"].flatten(2).sum(2)  # (samples, channels)
+    for channel in range(sums.shape[1]):
+        ids, scores, _ = index.samples("5", channel, mode="relmax_sum")
+        expected = [int(i) for i in sums[:, channel].argsort(descending=True) if sums[i, channel] > 0]
+        assert ids == expected, channel
+        torch.testing.assert_close(
+            torch.tensor(scores, dtype=torch.float64), sums[expected, channel].double(), rtol=1e-4, atol=1e-7
+        )

@@ -158,6 +158,14 @@ class FeatureVisualization:
                 "absolute maxima, so RelMax samples can differ from zennit-crp's (ActMax samples are the same); "
                 "max_target='sum' (the default) or abs_norm=False rank exactly as zennit-crp"
             )
+        overridden: list[str] = getattr(attribution, "overridden_steps", list)()
+        if overridden:
+            warn(
+                f"the attribution's class overrides {', '.join(overridden)}; FeatureVisualization's scan (run) and "
+                "its references run on glocal's concept index, which uses the attribution's model and composite but "
+                "not these overrides, so its samples and heatmaps are those of the plain CondAttribution; call the "
+                "subclass directly (attribution(data, conditions, ...)) for its own heatmaps"
+            )
         self.attribution = attribution
         self.dataset = dataset
         self.layer_map = layer_map

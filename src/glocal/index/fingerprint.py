@@ -150,7 +150,7 @@ def composite_fingerprint(composite: Any, model: torch.nn.Module) -> dict[str, A
     Parameters
     ----------
     composite
-        A :class:`zennit.core.Composite`.
+        A :class:`zennit.core.Composite`, or ``None`` for plain gradients.
     model
         The model the composite will be registered to (not modified).
 
@@ -160,6 +160,8 @@ def composite_fingerprint(composite: Any, model: torch.nn.Module) -> dict[str, A
         ``{"class": str, "canonizers": [str, ...], "rules": {module name: {"rule": str, "behaviour": str}}}``;
         the root module is named ``"<root>"``.
     """
+    if composite is None:  # plain gradients, as Attributor(model, None) computes them
+        return {"class": None, "canonizers": [], "rules": {}}
     module_map = getattr(composite, "module_map", None)
     if not callable(module_map):
         raise TypeError(
