@@ -12,8 +12,9 @@ architecture       composite
                    residual add through a ``Sum`` module (``Norm`` rule: relevance split in proportion to the summands).
 ``mobilenet_v2``   see :data:`MOBILENET_V2` (the one place that defines it).
 ``cnn``            any other model with convolutions: as ``vgg``.
-``cnn_bn``         the same, with every batch norm that directly follows a conv or dense layer merged into it (found
-                   from the data flow, whatever the module tree looks like).
+``cnn_bn``         every batch norm that directly follows a conv or dense layer merged into it (found from the data
+                   flow), and bias-free rules (:mod:`glocal.bias_rules`), as for MobileNetV2: the merged biases keep
+                   no share of the relevance.
 ``generic``        no convolution (e.g. an MLP): epsilon on every dense layer, batch norms merged where possible.
 =================  ================================================================================================
 
@@ -46,7 +47,7 @@ from zennit.layer import Sum
 from zennit.rules import Epsilon, Norm, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 
-from .bias_rules import mobilenet_v2_composite
+from .bias_rules import BiasFreeGamma, BiasFreeZBox, mobilenet_v2_composite
 from .structure import ModelStructure, inspect_model
 
 __all__ = [
@@ -180,6 +181,18 @@ def _resnet(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high
     return box_composite(_first_rule(low, high), [ResNetCanonizer()], input_layers=structure.input_layers)
 
 
+def _cnn_bn(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
+    """Bias-free rules (as for MobileNetV2, :mod:`glocal.bias_rules`): the batch norms' merged biases would absorb
+    relevance at every layer under rules that count them (a trained SVHN CNN kept 0.28 of the logit under z+, the
+    FashionMNIST CNN 0.67 in its worst 5 % of images; bias-free: 0.95-1.01 and 0.96)."""
+    return box_composite(
+        BiasFreeZBox(low, high),
+        _merges(structure),
+        convolution=BiasFreeGamma(1.0, flat_fallback=True),
+        input_layers=structure.input_layers,
+    )
+
+
 def _generic(model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds) -> zennit.core.Composite:
     return LayerMapComposite(_layer_map(ZPlus()), canonizers=_merges(structure))
 
@@ -221,7 +234,12 @@ ARCHITECTURES: dict[str, tuple[CompositeFactory, str]] = {
         "convolutional model: box rule on the convolutions reading the input, z+ on the others, epsilon on "
         "dense layers",
     ),
-    "cnn_bn": (_vgg, "convolutional model with batch norms: as cnn, each batch norm merged into the layer it follows"),
+    "cnn_bn": (
+        _cnn_bn,
+        "convolutional model with batch norms: each batch norm merged into the layer it follows; bias-free box rule "
+        "on the convolutions reading the input, bias-free Gamma (1, flat fallback) on the others, epsilon on dense "
+        "layers, so that the merged biases do not absorb the relevance",
+    ),
     "generic": (_generic, "no convolution: epsilon on every dense layer, batch norms merged where they follow one"),
 }
 """Architecture name to ``(factory(model, structure, low, high) -> composite, why)``."""

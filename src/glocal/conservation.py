@@ -14,13 +14,13 @@ about what it started from. Two checks tell the user when it does not:
   is emitted when ``|k - 1| > TOLERANCE``.
 
 Why ``TOLERANCE = 0.5``: measured with the composites ``"auto"`` picks, the pretrained MNIST CNN keeps 0.95--1.01 of
-every digit's logit (0.98--1.00 for batches of 4 or more), torchvision's VGG16 (random weights) 1.00, ResNet18
-0.94--1.01, and the trained FashionMNIST CNN, whose merged batch-norm biases absorb part of the relevance,
-0.77--1.26 in every batch of 4 or more of 512 validation images (single images: 97 % inside the band). Broken
-set-ups lie far outside: an uncovered residual add doubles the relevance (k about 2; ResNet18 without its canonizer
-254), and MobileNetV2's merged batch-norm biases, under rules that count them, absorb all but 0.1--0.7 % (k about
-0.001). Half of the relevance
-gained or lost is where concept shares stop describing the prediction and start describing what is left of it.
+every digit's logit (0.98--1.00 for batches of 4 or more), torchvision's VGG16 (random weights) 1.00, ResNet18 0.94--
+1.01, and the trained FashionMNIST CNN, whose merged batch-norm biases absorb part of the relevance, 0.96--1.03 for 90
+% of single validation images under the bias-free rules auto gives it (0.77--1.26 per batch of 4 or more under z+
+rules that count its merged biases). Broken set-ups lie far outside: an uncovered residual add doubles the relevance
+(k about 2; ResNet18 without its canonizer 254), and MobileNetV2's merged batch-norm biases, under rules that count
+them, absorb all but 0.1--0.7 % (k about 0.001). Half of the relevance gained or lost is where concept shares stop
+describing the prediction and start describing what is left of it.
 """
 
 from __future__ import annotations
@@ -69,8 +69,11 @@ class KeptRelevance:
     def rows(self) -> int:
         return sum(s.numel() for s in self._starts)
 
-    def message(self) -> str | None:
-        """The warning's text when the kept fraction departs from 1 by more than :data:`TOLERANCE`, else ``None``."""
+    def message(self, auto_architecture: str | None = None) -> str | None:
+        """The warning's text when the kept fraction departs from 1 by more than :data:`TOLERANCE`, else ``None``.
+
+        ``auto_architecture``: the architecture ``composite="auto"`` detected, when the call used it (the advice then
+        does not suggest ``"auto"`` again)."""
         fraction = self.fraction()
         if fraction is None:
             return None
@@ -94,6 +97,12 @@ class KeptRelevance:
                 "relevance to both summands."
             )
             fix = "Try composite='auto', or add the architecture's canonizer (e.g. zennit's ResNetCanonizer)."
+        if auto_architecture is not None:
+            fix = (
+                f"composite='auto' detected the architecture {auto_architecture!r} (glocal.composites.auto(model) "
+                "says what it chose); if that is wrong, or for an uncertain prediction whose small logit the biases "
+                "outweigh, pass a composite of your own, e.g. with the bias-free rules of glocal.bias_rules."
+            )
         return (
             f"the heatmaps of this call keep {fraction:.4g} of the relevance they started from "
             f"({self.rows()} rows; summed input relevance / starting relevance, expected within 1 ± {TOLERANCE}). "
