@@ -103,9 +103,10 @@ class KeptRelevance:
                 "says what it chose); if that is wrong, or for an uncertain prediction whose small logit the biases "
                 "outweigh, pass a composite of your own, e.g. with the bias-free rules of glocal.bias_rules."
             )
+        rows = f"{self.rows()} row" + ("" if self.rows() == 1 else "s")
         return (
             f"the heatmaps of this call keep {fraction:.4g} of the relevance they started from "
-            f"({self.rows()} rows; summed input relevance / starting relevance, expected within 1 ± {TOLERANCE}). "
+            f"({rows}; summed input relevance / starting relevance, expected within 1 ± {TOLERANCE}). "
             f"{cause} {fix} {_SILENCE.format(category='ConservationWarning')}"
         )
 

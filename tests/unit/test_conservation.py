@@ -89,6 +89,9 @@ def test_kept_fraction_weights_rows_by_their_starting_relevance():
     nothing.add(torch.zeros(2, 3), torch.ones(2, 3))
     assert nothing.fraction() is None and nothing.message() is None
     assert TOLERANCE == 0.5
+    one = KeptRelevance()
+    one.add(torch.tensor([[1.0]]), torch.tensor([[0.0, 0.1]]))
+    assert "(1 row; summed" in (one.message() or "")  # singular for a single row
 
 
 # -- the warnings on models ------------------------------------------------------------------------------------------
