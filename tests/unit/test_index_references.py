@@ -340,3 +340,34 @@ def test_an_index_of_an_older_glocal_warns_that_its_actmax_is_raw(built, tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ConceptIndex.open(index.store.path)
+
+
+def test_classes_lists_only_classes_that_occur(tmp_path: Path) -> None:
+    """A class without samples is not ranked: before, its 0.0 came ahead of classes with negative mean relevance."""
+    model = _net()
+    images = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([0, 2] * 6)  # class 1 never occurs
+    data = torch.utils.data.TensorDataset(images, labels)
+    index = build_index(model, EpsilonPlus(), data, [LAYER], tmp_path / "index", k=4, progress=False)
+    stats = index.statistics(LAYER)
+    assert stats.class_count is not None and stats.class_relevance is not None
+    assert stats.class_count.tolist() == [6, 0, 6]
+    for concept in range(4):
+        for mean in (True, False):
+            listed = index.classes(LAYER, concept, n=3, mean=mean)
+            assert sorted(c for c, _ in listed) == [0, 2]
+            assert [v for _, v in listed] == sorted((v for _, v in listed), reverse=True)
+            for label, value in listed:
+                total = float(stats.class_relevance[label, concept])
+                assert value == pytest.approx(total / 6 if mean else total)
+    # by hand: each sample's channel relevance at the layer (summed over space), attributed from its label
+    attributor = Attributor(model, EpsilonPlus())
+    by_hand = torch.zeros(3, 4)
+    for image, label in zip(images, labels.tolist(), strict=True):
+        relevance = attributor(image[None], [{"y": [label]}], record=[LAYER]).relevances[LAYER]
+        by_hand[label] += relevance.sum((2, 3))[0]
+    expected = sorted([(0, float(by_hand[0, 1]) / 6), (2, float(by_hand[2, 1]) / 6)], key=lambda c: -c[1])
+    assert expected[0][1] < 0  # both classes' mean relevance is negative: the old ranking put class 1's 0.0 first
+    listed = index.classes(LAYER, 1, n=3)
+    assert [c for c, _ in listed] == [c for c, _ in expected]
+    assert [v for _, v in listed] == pytest.approx([v for _, v in expected], rel=1e-4)

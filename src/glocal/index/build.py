@@ -562,7 +562,11 @@ class ConceptIndex:
         return ids[:n].tolist(), scores[:n].tolist()
 
     def classes(self, layer: str, concept: int, n: int = 5, mean: bool = True) -> list[tuple[int, float]]:
-        """The classes that use ``concept`` most: ``(class, mean or summed relevance)``, largest first."""
+        """The classes that use ``concept`` most: ``(class, mean or summed relevance)``, largest first.
+
+        Only classes that occur in the scanned targets are listed (fewer than ``n`` when fewer occur): a class
+        without samples has no relevance to rank, and must not come before classes whose relevance is negative.
+        """
         self._check_n(n)
         concept = self._check_concept(layer, concept)
         stats = self.statistics(layer)
@@ -570,7 +574,8 @@ class ConceptIndex:
         values = stats.class_relevance[:, concept]
         if mean:
             values = values / stats.class_count.clamp(min=1)
-        order = values.argsort(descending=True)[:n]
+        seen = (stats.class_count > 0).nonzero().flatten()
+        order = seen[values[seen].argsort(descending=True)][:n]
         return [(int(c), float(values[c])) for c in order]
 
     def matrix(self, layer: str) -> Any:
