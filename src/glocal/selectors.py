@@ -66,7 +66,10 @@ class Ids:
         count = concept_relevance.shape[1]
         bad = [i for i in self.ids if not 0 <= int(i) < count]
         if bad:
-            raise ConceptError(f"concept ids {bad} are out of range: the layer has {count} concepts (0 to {count - 1})")
+            raise ConceptError(
+                f"concept ids {bad} are out of range: the layer has {count} concepts (0 to {count - 1}); check the "
+                "layer name and give ids in that range"
+            )
         return [[int(i) for i in self.ids] for _ in range(concept_relevance.shape[0])]
 
 

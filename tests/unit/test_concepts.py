@@ -60,7 +60,7 @@ def test_topk_and_ids():
     assert TopK(2).select(relevance) == [[1, 3], [2, 0]]
     assert TopK(10).select(relevance)[0] == [1, 3, 0, 2]
     assert Ids([3]).select(relevance) == [[3], [3]]
-    with pytest.raises(ConceptError, match="out of range"):
+    with pytest.raises(ConceptError, match=r"out of range: the layer has 4 concepts \(0 to 3\); check the layer name"):
         Ids([4]).select(relevance)
 
 
