@@ -329,9 +329,10 @@ def parse_path(text: str) -> list[tuple[str, int]]:
         if not part:
             continue
         layer, sep, concept = part.rpartition(":")
-        if not sep or not layer or not concept.strip().lstrip("-").isdigit():
+        if not sep or not layer or ":" in layer or not concept.strip().lstrip("-").isdigit():
             raise InputError(
-                f"cannot read {part!r} as a path step; write layer:concept, e.g. 'features.40:117 -> features.37:5'"
+                f"cannot read {part!r} as a path step; write layer:concept and separate the steps with '->', e.g. "
+                "'features.40:117 -> features.37:5'"
             )
         steps.append((layer.strip(), int(concept)))
     if not steps:

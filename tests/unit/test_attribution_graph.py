@@ -175,6 +175,11 @@ def test_parse_path():
     ]
     with pytest.raises(InputError, match="layer:concept"):
         parse_path("features.40")
+    # a mistyped separator is named as such, not taken for a layer 'features.40:117 > features.37'
+    with pytest.raises(
+        InputError, match=r"cannot read 'features.40:117 > features.37:5'.*separate the steps with '->'"
+    ):
+        parse_path("features.40:117 > features.37:5")
 
 
 def test_block_graph_of_the_real_mobilenet_v2():
