@@ -488,7 +488,7 @@ class IndexStore:
             differences = _manifest_differences(existing, given)
             if differences:
                 raise mismatch_error(
-                    f"{directory} holds an index made by something else than what is given now",
+                    f"{directory} holds an index made with other inputs or settings than those given now",
                     differences,
                     "Nothing was changed. Choose another directory, or delete this one to build the index anew.",
                 )

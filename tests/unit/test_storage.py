@@ -121,6 +121,7 @@ def test_mismatch_lists_differences_and_touches_nothing(tmp_path: Path) -> None:
     assert "k: the index has 8, the given manifest has 16" in message
     assert "layers" not in message
     assert "another directory" in message and "delete" in message
+    assert "holds an index made with other inputs or settings than those given now" in message
     assert isinstance(caught.value, GlocalError) and isinstance(caught.value, ValueError)
     assert snapshot(tmp_path) == before
     # an equal manifest resumes
