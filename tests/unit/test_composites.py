@@ -164,10 +164,20 @@ def test_auto_conserves_on_random_torchvision_models(name):
         )
         for layer in model.classifier[::2]:
             torch.nn.init.zeros_(layer.bias)  # as torchvision initialises VGG's classifier
+    if name != "vgg11":  # batch-norm statistics as training leaves them: their merged biases are not zero
+        generator = torch.Generator().manual_seed(2)
+        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            features = norm.num_features
+            norm.running_mean.copy_(torch.randn(features, generator=generator) * 0.5)
+            norm.running_var.copy_(torch.rand(features, generator=generator) + 0.5)
+            norm.weight.data.copy_(torch.rand(features, generator=generator) + 0.5)
+            norm.bias.data.copy_(torch.randn(features, generator=generator) * 0.2)
     torch.manual_seed(1)
     data = torch.rand(2, 3, 32, 32)
     fraction = kept(model, "auto", data)
-    assert ((fraction - 1).abs() < 0.1).all(), fraction  # measured: VGG 0.9999, ResNet18 0.94
+    # measured: VGG 0.9999; with batch norms the bias-free rules keep 1.000 (VGG11-BN) and 1.008 (ResNet18), where z+
+    # counting the merged biases keeps 0.60 and 0.71 of these logits
+    assert ((fraction - 1).abs() < 0.05).all(), fraction
     if name == "resnet18":  # without the canonizer each residual add doubles the relevance: 241x measured
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
