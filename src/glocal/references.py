@@ -36,6 +36,7 @@ Boxes are ``(top, left, bottom, right)`` in input pixels with exclusive ``bottom
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -801,6 +802,23 @@ def _targets(
     return [int(i) for i in scores.argmax(1).tolist()]
 
 
+def _check_same_rules(index: ConceptIndex, attributor: Attributor) -> None:
+    """Warn when ``attributor``'s model or composite is not the one the index was built with: the references would
+    then show other heatmaps than those that ranked the samples."""
+    manifest = index.manifest
+    model = attributor.model
+    ours = {"model": model_fingerprint(model), "composite": composite_fingerprint(attributor.composite, model)}
+    ours = json.loads(json.dumps(ours))  # as the manifest stores them (tuples become lists)
+    differs = [what for what in ("model", "composite") if what in manifest and manifest[what] != ours[what]]
+    if differs:
+        warn(
+            f"the attributor's {' and '.join(differs)} differ from those the index was built with, so the references' "
+            "heatmaps come from other weights or rules than the relevance that ranked their samples; pass an "
+            "Attributor of the model and composite given to build_index (composite='auto' resolves to the same "
+            "composite for the same model)"
+        )
+
+
 @overload
 def concept_references(
     index: ConceptIndex,
@@ -937,6 +955,7 @@ def concept_references(
         "render_threshold": _RENDER_THRESHOLD,
         "to_image": _qualname(to_image),
     }
+    _check_same_rules(index, attributor)
     if cache is not None:
         model = attributor.model
         settings.update(

@@ -371,3 +371,20 @@ def test_classes_lists_only_classes_that_occur(tmp_path: Path) -> None:
     listed = index.classes(LAYER, 1, n=3)
     assert [c for c, _ in listed] == [c for c, _ in expected]
     assert [v for _, v in listed] == pytest.approx([v for _, v in expected], rel=1e-4)
+
+
+def test_references_warn_when_the_attributor_is_not_the_one_that_built_the_index(built) -> None:
+    from zennit.composites import EpsilonPlusFlat
+
+    model, index, data = built
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        concept_references(index, data, Attributor(model, EpsilonPlus()), LAYER, CONCEPT, n=2)  # the same: silent
+    assert not [r for r in records if "the index was built with" in str(r.message)]
+    with pytest.warns(GlocalWarning, match=r"attributor's composite differ from those the index was built with"):
+        concept_references(index, data, Attributor(model, EpsilonPlusFlat()), LAYER, CONCEPT, n=2)
+    other = _net()
+    with torch.no_grad():
+        other[0].weight.mul_(2)
+    with pytest.warns(GlocalWarning, match=r"attributor's model differ"):
+        concept_references(index, data, Attributor(other, EpsilonPlus()), LAYER, CONCEPT, n=2)
