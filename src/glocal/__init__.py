@@ -1,5 +1,8 @@
 """glocal: Concept Relevance Propagation for PyTorch -- what a model has learned, and where it uses it."""
 
+from . import bias_rules as bias_rules  # modules the docs name as glocal.<module>.<name>
+from . import canonizers as canonizers
+from . import composites as composites
 from ._version import __version__
 from .atlas import ConceptAtlas, centre_square, concept_atlas, fragment
 from .attribution_graph import ConceptGraph, attribution_graph

@@ -244,3 +244,14 @@ def test_index_built_and_opened_with_auto(tmp_path):
     assert rules["conv2"]["rule"].endswith("BiasFreeGamma")
     assert index.manifest["composite"]["canonizers"] == ["zennit.canonizers.NamedMergeBatchNorm"]
     ConceptIndex.open(tmp_path / "index", model=model, composite="auto")  # the same composite: no mismatch
+
+
+def test_modules_the_docs_name_are_reachable_after_import_glocal():
+    import subprocess
+    import sys
+
+    code = (
+        "import glocal; glocal.canonizers.MobileNetV2Canonizer; glocal.composites.auto; "
+        "glocal.bias_rules.mobilenet_v2_composite; glocal.composites.ARCHITECTURES['resnet']"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
