@@ -54,6 +54,7 @@ from .errors import InputError, warn
 from .index.fingerprint import composite_fingerprint, model_fingerprint
 from .index.scan import label_list, split_sample
 from .index.statistics import MODES as INDEX_MODES
+from .progress import progress_bar
 from .storage import ReferenceCache
 
 if TYPE_CHECKING:
@@ -504,16 +505,6 @@ def _heatmaps_and_boxes(
     return both[:, 0], [_box(heatmap, threshold, padding) for heatmap in both[:, 1]]
 
 
-def _progress_bar(total: int, enabled: bool, description: str) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    return tqdm(total=total, desc=description, unit="batch", dynamic_ncols=True)
-
-
 @dataclass(frozen=True)
 class ReferenceSamples:
     """The reference samples of one concept, as :func:`make_references` takes them.
@@ -584,7 +575,9 @@ def make_references(
             )
         parts = []
         starts = range(0, samples.shape[0], batch_size)
-        bar = _progress_bar(len(starts), progress and len(starts) > 1, f"glocal references of {layer}")
+        bar = progress_bar(
+            len(starts), f"glocal references of {layer}", enabled=progress and len(starts) > 1, unit="batch"
+        )
         for start in starts:
             if bar is not None:
                 bar.update(1)

@@ -39,6 +39,7 @@ import zennit.core
 
 from .._version import __version__
 from ..errors import ConceptError, InputError, LayerError, TargetError, warn
+from ..progress import progress_bar
 from ..storage import IndexKeyError, IndexStore, mismatch_error
 from .fingerprint import (
     DIGEST_BYTES,
@@ -284,7 +285,7 @@ def _merge_matrices(
 ) -> None:
     """Copy each rank's rows of the per-sample matrices into the index (rank ``r`` holds batches ``r + i * world``)."""
     parts = [IndexStore.open(directory / "ranks" / f"{r}-of-{world}") for r in range(world)]
-    bar = _bar(len(layers) * world, progress, "glocal: merging matrices", "share")
+    bar = progress_bar(len(layers) * world, "glocal: merging matrices", enabled=progress, unit="share")
     for layer in layers:
         key = f"{layer}/{_MATRIX}"
         first = parts[0].rows(key)
@@ -297,16 +298,6 @@ def _merge_matrices(
                 bar.update(1)
     if bar is not None:
         bar.close()
-
-
-def _bar(total: int, enabled: bool, description: str, unit: str) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    return tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True)
 
 
 def _check_resumed(

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..progress import progress_bar
+
 __all__ = [
     "DIGEST_BYTES",
     "batch_digest",
@@ -316,7 +318,7 @@ def batch_digests(
         _Hashed(dataset), batch_sampler=sampler, num_workers=num_workers, collate_fn=_join
     )
     rows = []
-    bar = _bar(len(numbers), progress, "glocal: hashing the dataset")
+    bar = progress_bar(len(numbers), "glocal: hashing the dataset", enabled=progress, unit="batch")
     for digest in loader:
         rows.append(digest)
         if bar is not None:
@@ -324,16 +326,6 @@ def batch_digests(
     if bar is not None:
         bar.close()
     return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), DIGEST_BYTES).copy()
-
-
-def _bar(total: int, enabled: bool, description: str) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    return tqdm(total=total, desc=description, unit="batch", dynamic_ncols=True)
 
 
 def digest_changes(
