@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 import torch
+from residual_net import residual
 from zennit.canonizers import NamedMergeBatchNorm
 from zennit.composites import EpsilonPlus, EpsilonPlusFlat
-from zennit.layer import Sum
 from zennit.rules import ZBox
 
 from glocal import Attributor, CanonizerWarning, ConceptExplainer, ConservationWarning, PerSample
@@ -17,36 +17,6 @@ from glocal.composites import ARCHITECTURES, SampleBox, auto, box_composite, det
 from real_models import MNIST_MEAN, MNIST_STD, mnist_cnn, mnist_digits
 
 torchvision = pytest.importorskip("torchvision")
-
-
-class Residual(torch.nn.Module):
-    """A small CNN with a residual ``a + f(a)`` in forward (``summed=False``) or through a zennit ``Sum`` module."""
-
-    def __init__(self, summed: bool = False) -> None:
-        super().__init__()
-        self.conv0 = torch.nn.Conv2d(1, 4, 3, padding=1)
-        self.conv1 = torch.nn.Conv2d(4, 4, 3, padding=1)
-        self.relu = torch.nn.ReLU()
-        self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 3))
-        self.sum = Sum() if summed else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.relu(self.conv0(x))
-        b = self.relu(self.conv1(a))
-        merged = a + b if self.sum is None else self.sum(torch.stack([a, b], dim=-1))
-        return self.head(merged)
-
-
-def residual(summed: bool = False) -> Residual:
-    """Positive weights and no biases: every rule conserves exactly, so the residual add alone decides."""
-    torch.manual_seed(0)
-    model = Residual(summed).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
-                module.weight.abs_()
-                module.bias.zero_()
-    return model
 
 
 def fashion() -> torch.nn.Module:
