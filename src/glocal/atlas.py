@@ -39,11 +39,9 @@ True
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
-import pathlib
 import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,7 +59,7 @@ from .graph import DEFAULT_TYPES, trace_layers
 from .index.scan import batches_for, iterate_batches, split_sample
 from .layers import get_layer_names, resolve_layers
 from .progress import progress_bar
-from .serialize import read_json
+from .serialize import read_json, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -364,10 +362,7 @@ class ConceptAtlas:
 
     def to_json(self, path: str | os.PathLike[str] | None = None, indent: int | None = 2) -> str:
         """The atlas as JSON text (see :meth:`to_dict`); also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            pathlib.Path(path).write_text(text, encoding="utf-8")
-        return text
+        return write_json(self.to_dict(), path, indent)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ConceptAtlas:

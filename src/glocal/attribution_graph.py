@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import html
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from .errors import ConceptError, InputError, LayerError
 from .graph import DEFAULT_TYPES, LayerGraph, block_layers, trace_layers
 from .layers import get_layer_names
 from .progress import progress_bar
-from .serialize import read_json, tensor_from_dict, tensor_to_dict
+from .serialize import heatmap_entry, heatmap_from, read_json, tensor_from_dict, tensor_to_dict, write_json
 
 if TYPE_CHECKING:
     import networkx
@@ -160,7 +159,7 @@ class ConceptGraph:
                     "parent": node.parent,
                     "relevance": node.relevance,
                     "share_of_root": node.share_of_root,
-                    **({"heatmap": tensor_to_dict(node.heatmap)} if heatmaps and node.heatmap is not None else {}),
+                    **heatmap_entry(node.heatmap, heatmaps),
                 }
                 for node in self.nodes
             ],
@@ -178,10 +177,7 @@ class ConceptGraph:
 
     def to_json(self, path: str | Path | None = None, indent: int | None = 2, heatmaps: bool = False) -> str:
         """The graph as JSON text (see :meth:`to_dict`); also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(heatmaps=heatmaps), indent=indent)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
+        return write_json(self.to_dict(heatmaps=heatmaps), path, indent)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ConceptGraph:
@@ -195,7 +191,7 @@ class ConceptGraph:
                     path=tuple((str(name), int(c)) for name, c in item["path"]),
                     relevance=float(item["relevance"]),
                     share_of_root=float(item["share_of_root"]),
-                    heatmap=tensor_from_dict(item["heatmap"]) if item.get("heatmap") is not None else None,
+                    heatmap=heatmap_from(item),
                 )
                 for item in data["nodes"]
             )

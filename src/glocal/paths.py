@@ -16,7 +16,6 @@ R(previous step | path above it)``.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,7 @@ from .engine import Attributor, check_gradients_enabled, check_input
 from .errors import InputError, LayerError
 from .graph import LayerGraph
 from .progress import progress_bar
-from .serialize import read_json, tensor_from_dict, tensor_to_dict
+from .serialize import heatmap_entry, heatmap_from, read_json, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -112,9 +111,6 @@ class ConceptPath:
     def to_dict(self, heatmaps: bool = False) -> dict[str, Any]:
         """JSON-serialisable form; the steps' and candidates' heatmaps only with ``heatmaps=True``."""
 
-        def heatmap(tensor: torch.Tensor | None) -> dict[str, Any]:
-            return {"heatmap": tensor_to_dict(tensor)} if heatmaps and tensor is not None else {}
-
         return {
             "target": self.target,
             "steps": [
@@ -124,14 +120,14 @@ class ConceptPath:
                     "relevance": step.relevance,
                     "share": step.share,
                     "followed": step.followed,
-                    **heatmap(step.heatmap),
+                    **heatmap_entry(step.heatmap, heatmaps),
                     "candidates": [
                         {
                             "layer": c.layer,
                             "concept": c.concept,
                             "relevance": c.relevance,
                             "share": c.share,
-                            **heatmap(c.heatmap),
+                            **heatmap_entry(c.heatmap, heatmaps),
                         }
                         for c in step.candidates
                     ],
@@ -142,17 +138,11 @@ class ConceptPath:
 
     def to_json(self, path: str | Path | None = None, indent: int | None = 2, heatmaps: bool = False) -> str:
         """The path as JSON text (see :meth:`to_dict`); also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(heatmaps=heatmaps), indent=indent)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
+        return write_json(self.to_dict(heatmaps=heatmaps), path, indent)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ConceptPath:
         """The path back from :meth:`to_dict`'s form (heatmaps where they were saved, else ``None``)."""
-
-        def heatmap(item: Mapping[str, Any]) -> torch.Tensor | None:
-            return tensor_from_dict(item["heatmap"]) if item.get("heatmap") is not None else None
 
         try:
             steps = tuple(
@@ -161,14 +151,14 @@ class ConceptPath:
                     concept=int(step["concept"]),
                     relevance=float(step["relevance"]),
                     share=float(step["share"]),
-                    heatmap=heatmap(step),
+                    heatmap=heatmap_from(step),
                     candidates=tuple(
                         Candidate(
                             layer=str(c["layer"]),
                             concept=int(c["concept"]),
                             relevance=float(c["relevance"]),
                             share=float(c["share"]),
-                            heatmap=heatmap(c),
+                            heatmap=heatmap_from(c),
                         )
                         for c in step["candidates"]
                     ),
@@ -461,10 +451,7 @@ class PathConsistency:
 
     def to_json(self, path: str | Path | None = None, indent: int | None = 2, heatmaps: bool = False) -> str:
         """The result as JSON text (see :meth:`to_dict`); also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(heatmaps=heatmaps), indent=indent)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
+        return write_json(self.to_dict(heatmaps=heatmaps), path, indent)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PathConsistency:

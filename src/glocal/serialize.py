@@ -24,7 +24,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["read_json", "tensor_from_dict", "tensor_to_dict"]
+__all__ = ["heatmap_entry", "heatmap_from", "read_json", "tensor_from_dict", "tensor_to_dict", "write_json"]
 
 
 def tensor_to_dict(tensor: torch.Tensor) -> dict[str, Any]:
@@ -48,6 +48,24 @@ def tensor_from_dict(data: Mapping[str, Any]) -> torch.Tensor:
         base64.b64decode(data["base64"]), dtype=torch.empty(0, dtype=dtype).numpy().dtype.newbyteorder("<")
     )
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("="))).reshape(shape)
+
+
+def heatmap_entry(heatmap: torch.Tensor | None, include: bool) -> dict[str, Any]:
+    """``{"heatmap": <tensor form>}`` to merge into a saved item, or ``{}`` when not ``include`` or no heatmap."""
+    return {"heatmap": tensor_to_dict(heatmap)} if include and heatmap is not None else {}
+
+
+def heatmap_from(item: Mapping[str, Any]) -> torch.Tensor | None:
+    """The heatmap that :func:`heatmap_entry` saved in ``item``, or ``None`` where none was saved."""
+    return tensor_from_dict(item["heatmap"]) if item.get("heatmap") is not None else None
+
+
+def write_json(data: Any, path: str | os.PathLike[str] | None = None, indent: int | None = 2) -> str:
+    """``data`` as JSON text, also written (UTF-8) to ``path`` when given; the text is returned either way."""
+    text = json.dumps(data, indent=indent)
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
 
 
 def read_json(source: str | os.PathLike[str]) -> Any:
