@@ -7,7 +7,6 @@ import copy
 import importlib
 import inspect
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +51,7 @@ FEATURE_VISUALIZATION = {
 SIGNATURE_DIFFERS = {("graph", "ModelGraph", "__init__")}  # built from torch.jit nodes there, from glocal's graph here
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _public(module: Any) -> dict[str, Any]:
