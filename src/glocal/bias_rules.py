@@ -87,11 +87,11 @@ def _negative_part(input: torch.Tensor) -> torch.Tensor:
     return input.clamp(max=0)
 
 
-def _identity(tensor: torch.Tensor) -> torch.Tensor:
+def identity(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _boundary(input: torch.Tensor, value: torch.Tensor | float | None, lowest: bool) -> torch.Tensor:
+def input_bound(input: torch.Tensor, value: torch.Tensor | float | None, lowest: bool) -> torch.Tensor:
     """``value`` (a number or a tensor broadcasting against one sample) expanded to ``input``'s shape; for ``None``
     each sample's own per-channel minimum (``lowest``) or maximum over the remaining dimensions."""
     if value is None:
@@ -171,7 +171,7 @@ class BiasFreeGamma(zennit.rules.Gamma):
         fallback = 1 if flat_fallback else 0
         zennit.core.BasicHook.__init__(
             self,
-            input_modifiers=[_positive_part, _negative_part, _positive_part, _negative_part, _identity]
+            input_modifiers=[_positive_part, _negative_part, _positive_part, _negative_part, identity]
             + [_ones] * fallback,
             param_modifiers=[
                 functools.partial(_gamma_weight, gamma=gamma, positive=True),
@@ -181,7 +181,7 @@ class BiasFreeGamma(zennit.rules.Gamma):
                 _no_bias,
             ]
             + [_flat_weight] * fallback,
-            output_modifiers=[_identity] * (5 + fallback),
+            output_modifiers=[identity] * (5 + fallback),
             gradient_mapper=functools.partial(_gamma_mapper, epsilon=stabilizer),
             reducer=_sum_of_products,
         )
@@ -211,7 +211,7 @@ class BiasFreeZPlus(zennit.rules.ZPlus):
                 functools.partial(_clamped_weight, positive=True),
                 functools.partial(_clamped_weight, positive=False),
             ],
-            output_modifiers=[_identity] * 2,
+            output_modifiers=[identity] * 2,
             gradient_mapper=functools.partial(_zplus_mapper, epsilon=stabilizer),
             reducer=_sum_of_products,
         )
@@ -246,16 +246,16 @@ class BiasFreeZBox(zennit.rules.ZBox):
         zennit.core.BasicHook.__init__(
             self,
             input_modifiers=[
-                _identity,
-                functools.partial(_boundary, value=low, lowest=True),
-                functools.partial(_boundary, value=high, lowest=False),
+                identity,
+                functools.partial(input_bound, value=low, lowest=True),
+                functools.partial(input_bound, value=high, lowest=False),
             ],
             param_modifiers=[
                 _no_bias,
                 functools.partial(_clamped_weight, positive=True),
                 functools.partial(_clamped_weight, positive=False),
             ],
-            output_modifiers=[_identity] * 3,
+            output_modifiers=[identity] * 3,
             gradient_mapper=functools.partial(_zbox_mapper, epsilon=stabilizer),
             reducer=_zbox_reducer,
         )

@@ -37,6 +37,7 @@ An explicit composite always wins: ``"auto"`` is only used when asked for.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,7 @@ from zennit.layer import Sum
 from zennit.rules import Epsilon, Norm, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 
-from .bias_rules import BiasFreeGamma, BiasFreeZBox, mobilenet_v2_composite
+from .bias_rules import BiasFreeGamma, BiasFreeZBox, identity, input_bound, mobilenet_v2_composite
 from .structure import ModelStructure, inspect_model
 
 __all__ = [
@@ -80,21 +81,11 @@ class SampleBox(ZBox):
 
     def __init__(self) -> None:
         super().__init__(low=0.0, high=0.0)  # the bounds are replaced by each sample's own
-        self.input_modifiers = [_same, _sample_low, _sample_high]
-
-
-def _same(input: torch.Tensor) -> torch.Tensor:
-    return input
-
-
-def _sample_low(input: torch.Tensor) -> torch.Tensor:
-    dims = tuple(range(2, input.dim()))
-    return input.amin(dim=dims, keepdim=True).expand_as(input) if dims else input.amin(1, keepdim=True).expand_as(input)
-
-
-def _sample_high(input: torch.Tensor) -> torch.Tensor:
-    dims = tuple(range(2, input.dim()))
-    return input.amax(dim=dims, keepdim=True).expand_as(input) if dims else input.amax(1, keepdim=True).expand_as(input)
+        self.input_modifiers = [
+            identity,
+            functools.partial(input_bound, value=None, lowest=True),
+            functools.partial(input_bound, value=None, lowest=False),
+        ]
 
 
 def _layer_map(convolution: zennit.core.Hook) -> list[tuple[Any, zennit.core.Hook]]:

@@ -640,7 +640,7 @@ class Run:
     def _check_conservation(self) -> None:
         """One :class:`~glocal.ConservationWarning` for the call when its heatmaps departed from their start."""
         kept, self._kept_relevance = self._kept_relevance, None
-        choice = getattr(self.attributor, "choice", None)
+        choice = self.attributor.choice
         message = kept.message(None if choice is None else choice.architecture) if kept is not None else None
         if message is not None:
             self.attributor._conservation_warned = True
