@@ -50,7 +50,7 @@ class Slow(torch.utils.data.Dataset):
         return self.inner[index]
 
 
-def build(data: torch.utils.data.Dataset, directory: str):
+def build(data: torch.utils.data.Dataset, directory: str, progress: bool = False):
     return build_index(
         model(),
         EpsilonPlusFlat(),
@@ -61,7 +61,7 @@ def build(data: torch.utils.data.Dataset, directory: str):
         batch_size=4,
         checkpoint_every=1,
         store_matrix=True,
-        progress=False,
+        progress=progress,
     )
 
 

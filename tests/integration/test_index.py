@@ -215,18 +215,7 @@ def test_resume_checks_the_scanned_samples_and_announces_itself(reference, tmp_p
         index_job.build(variant(), str(directory))
     caplog.set_level("INFO", logger="glocal.index.build")
     capsys.readouterr()
-    build_index(
-        index_job.model(),
-        EpsilonPlusFlat(),
-        data,
-        ["2", "5"],
-        directory,
-        k=4,
-        batch_size=4,
-        checkpoint_every=1,
-        store_matrix=True,
-        progress=True,
-    )
+    index_job.build(data, str(directory), progress=True)
     assert "resuming the scan" in caplog.text and "10 of 16 batches (40 samples) were done" in caplog.text
     bar = capsys.readouterr().err
     assert "glocal scan (resumed)" in bar and "10/16" in bar and " 0/16" not in bar
