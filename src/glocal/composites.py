@@ -192,8 +192,8 @@ def _with_batch_norms(
     model: torch.nn.Module, structure: ModelStructure, low: Bounds, high: Bounds
 ) -> zennit.core.Composite:
     """Bias-free rules for a VGG or CNN whose batch norms are merged: the merged biases would absorb relevance under
-    rules that count them (a trained SVHN CNN kept 0.35-0.45 of the logit under z+, the FashionMNIST CNN 0.67 in its worst
-    5 % of images, VGG11-BN with random batch-norm statistics 0.65-0.69; bias-free: 0.97-1.05, 0.96, 0.99998)."""
+    rules that count them (a trained SVHN CNN kept 0.35-0.45 of the logit under z+, the FashionMNIST CNN 0.67 in its
+    worst 5 % of images, VGG11-BN with random batch-norm statistics 0.65-0.69; bias-free: 0.97-1.05, 0.96, 0.99998)."""
     return _bias_free(low, high, _merges(structure), structure)
 
 
@@ -214,7 +214,8 @@ MOBILENET_V2: tuple[CompositeFactory, str] = (
     _mobilenet_v2,
     "torchvision MobileNetV2: bias-free box rule on the pixels, bias-free Gamma (1) on the convolutions, epsilon on "
     "the classifier; MobileNetV2Canonizer merges the batch norms and routes the residual adds and the pooling through "
-    "modules. The merged biases would absorb 99.3-99.9 % of the logit under rules that count them (docs/conservation.md)",
+    "modules. The merged biases would absorb 99.3-99.9 % of the logit under rules that count them "
+    "(docs/conservation.md)",
 )
 """The MobileNetV2 default: ``(factory, why)``. Replace this entry to change what ``"auto"`` gives MobileNetV2."""
 # ---- end of the MobileNetV2 default --------------------------------------------------------------------------------
