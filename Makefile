@@ -41,8 +41,7 @@ oldest-zennit: $(STAMP)
 	$(BIN)/python -c "import site, pathlib; print(site.getsitepackages()[0]); print(pathlib.Path('src').resolve())" \
 		> $$($(OLD_ZENNIT)/bin/python -c "import site; print(site.getsitepackages()[0])")/glocal-main.pth
 	$(OLD_ZENNIT)/bin/python -c "import zennit, sys; assert zennit.__file__.startswith('$(CURDIR)/$(OLD_ZENNIT)'), zennit.__file__"
-	$(OLD_ZENNIT)/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_engine.py tests/unit/test_engine_reuse.py tests/unit/test_rules.py tests/unit/test_guards.py tests/unit/test_concepts.py \
-		tests/unit/test_conservation.py tests/unit/test_composites.py tests/unit/test_bias_rules.py
+	$(OLD_ZENNIT)/bin/python -m pytest -q -p no:cacheprovider tests/unit/attribution tests/unit/lrp
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py --threads 1

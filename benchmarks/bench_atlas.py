@@ -7,7 +7,7 @@ images with their labels, ``EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])
 ``parallel.0`` (all conv layers) and ``linear1``, batches of ``--batch-size`` (32), ``k = 5``:
 
 ``atlas_s``
-    ``glocal.atlas.concept_atlas(attributor, dataset, layers, k=5, batch_size=32)``: the global atlas, votes started
+    ``glocal.concept_atlas(attributor, dataset, layers, k=5, batch_size=32)``: the global atlas, votes started
     at each sample's label. The dataset is a map-style dataset of ``(image, label)`` items over in-memory tensors, so
     the time includes loading the items into batches.
 ``bare_s``
@@ -25,7 +25,7 @@ images with their labels, ``EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])
 Each side runs once untimed on two batches first; then the four sides alternate ``--repeats`` times (atlas, bare,
 regional atlas, bare regional) so that slow drifts of the machine's load hit all of them; medians are reported and
 all runs listed. ``agreement`` compares the regional atlas with the global one per layer
-(:meth:`~glocal.atlas.ConceptAtlas.agreement`), and ``top`` lists each layer's three most voted concepts.
+(:meth:`~glocal.structure.atlas.ConceptAtlas.agreement`), and ``top`` lists each layer's three most voted concepts.
 
 Output: one JSON object per line on stdout (first the ``"machine"`` line, then the case); progress goes to stderr.
 Timings on a shared machine are noisy: ``--threads 1`` (the default) keeps torch's threads from waiting for each other
@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import glocal
 from bench_engine import FashionNet, emit_rows, epsilon_plus_merge_bn, log
 from bench_index import LabelledImages
-from glocal.atlas import ConceptAtlas, centre_square, concept_atlas
+from glocal.structure.atlas import ConceptAtlas, centre_square, concept_atlas
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"

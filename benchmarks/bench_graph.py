@@ -7,7 +7,7 @@ Each case decomposes one concept of one sample into lower-layer concepts with th
 * zennit-crp: ``AttributionGraph(CondAttribution(model), trace_model_graph(model, sample, layers), layer_map)``
   called as ``graph(sample, composite, concept, layer, target, width=widths)``;
 * glocal: the drop-in ``glocal.compat.AttributionGraph`` with the same call (``glocal_s``), and glocal's own
-  ``glocal.attribution_graph.attribution_graph(attributor, sample, layer, concept, target=..., widths=...,
+  ``glocal.structure.attribution_graph.attribution_graph(attributor, sample, layer, concept, target=..., widths=...,
   sole_path=False)`` (``native_s``; its nodes are conditioned on their whole path, which for a sequential model
   with two levels is the same as zennit-crp's condition on the root and the parent).
 
@@ -58,9 +58,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import glocal
 from bench_engine import FashionNet, emit_rows, epsilon_plus_flat, epsilon_plus_merge_bn, log
-from glocal.attribution_graph import attribution_graph
+from glocal.attribution.layers import get_layer_names
 from glocal.compat import AttributionGraph, ChannelConcept, CondAttribution, trace_model_graph
-from glocal.layers import get_layer_names
+from glocal.structure.attribution_graph import attribution_graph
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"

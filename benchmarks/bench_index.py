@@ -88,7 +88,7 @@ from bench_engine import (
     log,
 )
 from glocal.index.build import build_index
-from glocal.references import concept_references
+from glocal.index.references import concept_references
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"

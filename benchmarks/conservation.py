@@ -48,9 +48,9 @@ from zennit.layer import Sum
 from zennit.rules import Epsilon, Gamma, Norm, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, Convolution
 
-from glocal.bias_rules import BiasFreeGamma, BiasFreeZBox, BiasFreeZPlus
-from glocal.canonizers import MobileNetV2Canonizer
 from glocal.demo import load_model, load_photos, normalise
+from glocal.lrp.bias_rules import BiasFreeGamma, BiasFreeZBox, BiasFreeZPlus
+from glocal.lrp.canonizers import MobileNetV2Canonizer
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
 LAYERS = (*(f"features.{i}" for i in range(19)), "classifier.0")
@@ -80,7 +80,7 @@ def candidates() -> dict[str, Callable[[], zennit.core.Composite]]:
     pooling modules)."""
     low, high = bounds()
     canon = [MobileNetV2Canonizer()]
-    from glocal.bias_rules import mobilenet_v2_composite
+    from glocal.lrp.bias_rules import mobilenet_v2_composite
 
     return {
         # the demo's composite before this change: biases take their share at every layer
@@ -99,7 +99,7 @@ def candidates() -> dict[str, Callable[[], zennit.core.Composite]]:
         "zennit-gamma-no-conv-bias": lambda: _composite(
             ZBox(low, high, zero_params=["bias"]), Gamma(0.25, zero_params=["bias"]), Epsilon()
         ),
-        # bias-free rules of glocal.bias_rules
+        # bias-free rules of glocal.lrp.bias_rules
         "bias-free-zplus": lambda: _composite(BiasFreeZBox(low, high), BiasFreeZPlus(), Epsilon()),
         "bias-free-gamma-0.25": lambda: _composite(BiasFreeZBox(low, high), BiasFreeGamma(0.25), Epsilon()),
         "bias-free-gamma-0.5": lambda: _composite(BiasFreeZBox(low, high), BiasFreeGamma(0.5), Epsilon()),
@@ -110,7 +110,7 @@ def candidates() -> dict[str, Callable[[], zennit.core.Composite]]:
         "bias-free-gamma-1-flat-fallback": lambda: _composite(
             BiasFreeZBox(low, high), BiasFreeGamma(1.0, flat_fallback=True), Epsilon()
         ),
-        # glocal's MobileNetV2 default (the same rules as the line above, from glocal.bias_rules)
+        # glocal's MobileNetV2 default (the same rules as the line above, from glocal.lrp.bias_rules)
         "glocal-mobilenet-v2": lambda: mobilenet_v2_composite(low, high),
     }
 

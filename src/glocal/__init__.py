@@ -1,14 +1,16 @@
 """glocal: Concept Relevance Propagation for PyTorch -- what a model has learned, and where it uses it."""
 
-from . import bias_rules as bias_rules  # modules the docs name as glocal.<module>.<name>
-from . import canonizers as canonizers
-from . import composites as composites
+import types
+
+from . import _former
 from ._version import __version__
-from .atlas import ConceptAtlas, centre_square, concept_atlas, fragment
-from .attribution_graph import ConceptGraph, attribution_graph
-from .concepts import ChannelConcept, Concept, NeuronConcept, RegionConcept, relevance_shares
-from .conditions import Condition, PerSample
-from .engine import Attributor, Run
+from .attribution.concepts import ChannelConcept, Concept, NeuronConcept, RegionConcept, relevance_shares
+from .attribution.conditions import Condition, PerSample
+from .attribution.engine import Attributor, Run
+from .attribution.explain import ConceptExplainer, ConceptExplanation
+from .attribution.layers import get_layer_names
+from .attribution.results import Attribution
+from .attribution.selectors import CoveringShare, Ids, Selector, TopK
 from .errors import (
     CanonizerWarning,
     ConceptError,
@@ -21,14 +23,12 @@ from .errors import (
     LayerError,
     TargetError,
 )
-from .explain import ConceptExplainer, ConceptExplanation
-from .graph import LayerGraph, trace_layers
 from .index import ConceptIndex, build_index
-from .layers import get_layer_names
-from .paths import ConceptPath, PathConsistency, concept_path, path_consistency
-from .references import Reference, concept_references
-from .results import Attribution
-from .selectors import CoveringShare, Ids, Selector, TopK
+from .index.references import Reference, concept_references
+from .structure.atlas import ConceptAtlas, centre_square, concept_atlas, fragment
+from .structure.attribution_graph import ConceptGraph, attribution_graph
+from .structure.layer_graph import LayerGraph, trace_layers
+from .structure.paths import ConceptPath, PathConsistency, concept_path, path_consistency
 
 __all__ = [
     "Attribution",
@@ -76,3 +76,9 @@ __all__ = [
     "relevance_shares",
     "trace_layers",
 ]
+
+_former.install()  # glocal 0.1's module paths (glocal.atlas, ...) keep working
+
+
+def __getattr__(name: str) -> types.ModuleType:
+    return _former.attribute(name)

@@ -17,7 +17,7 @@ from zennit.composites import EpsilonPlusFlat
 from glocal.index import ConceptIndex, build_index
 from glocal.index.fingerprint import batch_digests, combine_digests
 from glocal.index.scan import run_scan
-from glocal.storage import IndexCorruptedError, IndexMismatchError, IndexNotFoundError, IndexStore
+from glocal.index.storage import IndexCorruptedError, IndexMismatchError, IndexNotFoundError, IndexStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 import index_job

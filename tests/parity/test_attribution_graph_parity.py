@@ -9,9 +9,9 @@ import torch
 from parity_models import fashion_composite, fashion_images, fashion_model
 
 from glocal import Attributor
-from glocal.attribution_graph import attribution_graph
+from glocal.attribution.layers import get_layer_names
 from glocal.compat import AttributionGraph, ChannelConcept, CondAttribution, trace_model_graph
-from glocal.layers import get_layer_names
+from glocal.structure.attribution_graph import attribution_graph
 
 crp_attribution = pytest.importorskip("crp.attribution")
 crp_concepts = pytest.importorskip("crp.concepts")

@@ -56,12 +56,13 @@ import numpy as np
 import torch
 import zennit.core
 
-from ..concepts import ChannelConcept as _GlocalChannelConcept
-from ..concepts import Concept
-from ..conditions import OUTPUT, Condition, Ids, PerSample
-from ..engine import Attributor, InitRelevance, check_gradients_enabled
+from ..attribution.concepts import ChannelConcept as _GlocalChannelConcept
+from ..attribution.concepts import Concept
+from ..attribution.conditions import OUTPUT, Condition, Ids, PerSample
+from ..attribution.engine import Attributor, InitRelevance
+from ..attribution.inputs import check_gradients_enabled
+from ..attribution.results import Attribution
 from ..errors import ConceptError, ConditionError, InputError, LayerError
-from ..results import Attribution
 from . import hooked
 from .concepts import ChannelConcept, MaskFunction
 from .helper import get_output_shapes
@@ -123,7 +124,7 @@ def _freeze(value: Any) -> Hashable:
 
 
 class _MaskMapConcept:
-    """A glocal :class:`~glocal.concepts.Concept` made of a zennit-crp mask function.
+    """A glocal :class:`~glocal.Concept` made of a zennit-crp mask function.
 
     zennit-crp's condition values (channel lists, ``{channel: neurons}`` maps, ...) are opaque to glocal, so each
     distinct value gets an integer *token*; glocal's conditions carry the token and :meth:`mask` turns it back into
@@ -589,7 +590,7 @@ class CondAttribution:
             ``n * M + m``).
         composite
             zennit composite with the LRP rules (and canonizers); ``"auto"`` picks glocal's composite for the
-            architecture (:func:`glocal.composites.auto`); ``None`` gives plain gradients.
+            architecture (:func:`glocal.lrp.composites.auto`); ``None`` gives plain gradients.
         record_layer
             Layers whose activations and relevances to return (conditioned layers and ``start_layer`` always are).
         mask_map

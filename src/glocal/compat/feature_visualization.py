@@ -64,7 +64,7 @@ from .. import __version__
 from ..errors import ConceptError, InputError, warn
 from ..index import MODES, ConceptIndex, LayerStatistics, build_index
 from ..index.scan import label_list, split_sample
-from ..storage import IndexStore
+from ..index.storage import IndexStore
 from .attribution import ChannelConcept, CondAttribution
 from .image import vis_img_heatmap, vis_opaque_img
 from .maximization import Maximization, index_mode

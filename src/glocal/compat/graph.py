@@ -22,9 +22,10 @@ from typing import Any, NamedTuple
 import torch
 import zennit.core
 
-from ..conditions import OUTPUT
-from ..engine import Attributor, check_gradients_enabled
-from ..graph import LayerGraph, trace_layers
+from ..attribution.conditions import OUTPUT
+from ..attribution.engine import Attributor
+from ..attribution.inputs import check_gradients_enabled
+from ..structure.layer_graph import LayerGraph, trace_layers
 from .conditional import CondAttribution, _Translator
 
 __all__ = ["AttributionGraph", "AttributionGraphResults", "ModelGraph", "attrGraphResult", "trace_model_graph"]
@@ -43,7 +44,7 @@ attrGraphResult = AttributionGraphResults
 
 
 class ModelGraph:
-    """Which of ``layer_names`` feed which (zennit-crp's ``ModelGraph``), from :func:`glocal.graph.trace_layers`.
+    """Which of ``layer_names`` feed which (zennit-crp's ``ModelGraph``), from :func:`glocal.trace_layers`.
 
     Parameters
     ----------

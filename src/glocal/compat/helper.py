@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..layers import get_layer_names, resolve_layers
+from ..attribution.layers import get_layer_names, resolve_layers
 from .maximization import load_maximization
 from .statistics import load_stat_targets, load_statistics
 

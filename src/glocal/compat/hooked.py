@@ -24,10 +24,10 @@ from typing import Any
 import torch
 import zennit.core
 
-from ..composites import resolve
+from ..attribution.layers import resolve_layers
+from ..attribution.session import Session
 from ..errors import ConditionError, LayerError
-from ..layers import resolve_layers
-from ..session import Session
+from ..lrp.composites import resolve
 
 __all__ = ["OVERRIDE_POINTS", "Recorder", "attribute", "generate", "untouched"]
 

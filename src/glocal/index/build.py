@@ -9,9 +9,9 @@
 >>> len(ids), scores == sorted(scores, reverse=True)
 (3, True)
 
-Layout: the index directory holds the final arrays and manifest (:class:`~glocal.storage.IndexStore`); each process
-of a run checkpoints its own share under ``ranks/<rank>-of-<world>/``. A scan killed at any moment and started again
-with the same arguments continues after its last checkpoint and ends with the same index as an uninterrupted one.
+Layout: the index directory holds the final arrays and manifest (:class:`~.storage.IndexStore`); each process of a run
+checkpoints its own share under ``ranks/<rank>-of-<world>/``. A scan killed at any moment and started again with the
+same arguments continues after its last checkpoint and ends with the same index as an uninterrupted one.
 
 The scan hashes every sample as it loads it; the index keeps one digest per batch and, once complete, the exact
 dataset fingerprint (:attr:`ConceptIndex.dataset_sha256`; see :mod:`glocal.index.fingerprint`). A resumed scan first
@@ -40,7 +40,6 @@ import zennit.core
 from .._version import __version__
 from ..errors import ConceptError, InputError, LayerError, TargetError, warn
 from ..progress import progress_bar
-from ..storage import IndexKeyError, IndexStore, mismatch_error
 from .fingerprint import (
     DIGEST_BYTES,
     batch_digests,
@@ -53,6 +52,7 @@ from .fingerprint import (
 )
 from .scan import ScanState, batches_for, run_scan, split_sample
 from .statistics import MODES, LayerStatistics
+from .storage import IndexKeyError, IndexStore, mismatch_error
 from .topk import TopK
 
 __all__ = ["ConceptIndex", "build_index"]
@@ -158,7 +158,7 @@ def build_index(
     checkpoint_every
         Batches between checkpoints.
     """
-    from ..composites import resolve as resolve_composite  # "auto": the composite glocal.composites.auto picks
+    from ..lrp.composites import resolve as resolve_composite  # "auto": the composite glocal.lrp.composites.auto picks
 
     composite, _ = resolve_composite(model, composite)
     dataset, batch_size = _unwrap(dataset, batch_size)
@@ -386,7 +386,7 @@ class ConceptIndex:
             The index directory (:func:`build_index`'s).
         model, composite, dataset
             What the index should have been made with; any difference raises
-            :class:`~glocal.storage.IndexMismatchError` (its message summarises, its ``differences`` lists all).
+            :class:`~glocal.index.storage.IndexMismatchError` (its message summarises, its ``differences`` lists all).
         dataset_check
             ``"full"``: hash every sample of ``dataset`` (reading it once, without running the model) and compare
             with the digests the scan kept, naming the samples that changed; ``"quick"``: only the length and 16
@@ -407,7 +407,7 @@ class ConceptIndex:
         if model is not None:
             found += differences({"model": manifest["model"]}, {"model": model_fingerprint(model)})
         if composite is not None and model is not None:
-            from ..composites import resolve as resolve_composite  # "auto": as build_index resolved it
+            from ..lrp.composites import resolve as resolve_composite  # "auto": as build_index resolved it
 
             composite, _ = resolve_composite(model, composite)
             found += differences(

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 import zennit.core
 
-from ..concepts import ChannelConcept
-from ..conditions import Condition, PerSample
-from ..engine import Attributor
+from ..attribution.concepts import ChannelConcept
+from ..attribution.conditions import Condition, PerSample
+from ..attribution.engine import Attributor
 from ..errors import InputError
 from .fingerprint import batch_digest, sample_digest
 from .statistics import LayerStatistics

@@ -1,0 +1,7 @@
+"""``python -m glocal.demo``."""
+
+import sys
+
+from .mobilenet import main
+
+sys.exit(main())

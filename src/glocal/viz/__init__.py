@@ -1,0 +1,19 @@
+"""Every drawing: heatmap images, concept figures, graph, path and atlas figures, reference grids.
+
+Needs matplotlib (``pip install "glocal[viz]"``) for figures; nothing below this package imports it at module level."""
+
+from ..index.references import reference_grid
+from ..structure.atlas import atlas_figure, atlas_thumbnails
+from .figures import concept_figure, graph_figure, path_figure, save_concept_figures
+from .images import heatmap_image
+
+__all__ = [
+    "atlas_figure",
+    "atlas_thumbnails",
+    "concept_figure",
+    "graph_figure",
+    "heatmap_image",
+    "path_figure",
+    "reference_grid",
+    "save_concept_figures",
+]
