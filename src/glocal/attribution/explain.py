@@ -13,21 +13,19 @@ torch.Size([2, 2, 6, 6])
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import zennit.core
 
-from ..errors import TargetError
 from .concepts import Concept, relevance_shares
 from .conditions import Condition, PerSample
 from .engine import Attributor
 from .selectors import Selector, TopK
+from .targets import Target, resolve_targets
 
 __all__ = ["ConceptExplainer", "ConceptExplanation", "Target"]
-
-Target = int | Sequence[int] | torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -65,25 +63,6 @@ class ConceptExplanation:
     concept_ids: list[list[int]]
     concept_shares: torch.Tensor
     concept_heatmaps: torch.Tensor
-
-
-def resolve_targets(target: Target, prediction: torch.Tensor) -> list[int]:
-    """Targets as in captum: ``None`` (each sample's predicted class), one int for all, or one per sample."""
-    n, outputs = prediction.shape[0], prediction.shape[1]
-    if target is None:
-        scores = prediction.flatten(2).sum(-1) if prediction.dim() > 2 else prediction
-        return [int(v) for v in scores.argmax(1).tolist()]
-    values: list[int]
-    if isinstance(target, int) or (isinstance(target, torch.Tensor) and target.dim() == 0):
-        values = [int(target)] * n
-    else:
-        values = [int(t) for t in (target.tolist() if isinstance(target, torch.Tensor) else target)]
-        if len(values) != n:
-            raise TargetError(f"got {len(values)} targets for {n} samples; give one int for all or one per sample")
-    bad = [t for t in values if not 0 <= t < outputs]
-    if bad:
-        raise TargetError(f"targets {bad} are out of range: the model has {outputs} outputs (0 to {outputs - 1})")
-    return values
 
 
 class ConceptExplainer:

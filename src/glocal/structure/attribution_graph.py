@@ -39,6 +39,7 @@ from ..attribution.conditions import Condition
 from ..attribution.engine import Attributor
 from ..attribution.inputs import check_gradients_enabled, check_input
 from ..attribution.layers import get_layer_names
+from ..attribution.targets import resolve_targets
 from ..errors import ConceptError, InputError, LayerError
 from ..progress import progress_bar
 from ..serialize import heatmap_entry, heatmap_from, read_json, tensor_from_dict, tensor_to_dict, write_json
@@ -354,15 +355,6 @@ def _check_concept(attributor: Attributor, layer: str, concept: int, shape: torc
         )
 
 
-def _resolve_target(prediction: torch.Tensor, target: int | None) -> int:
-    scores = prediction.flatten(2).sum(-1) if prediction.dim() > 2 else prediction
-    if target is None:
-        return int(scores[0].argmax())
-    if not 0 <= int(target) < scores.shape[1]:
-        raise InputError(f"target {target} is out of range: the model has {scores.shape[1]} outputs")
-    return int(target)
-
-
 def attribution_graph(
     attributor: Attributor,
     data: torch.Tensor,
@@ -444,7 +436,7 @@ def attribution_graph(
         progress_bar(len(widths) + heatmaps, "attribution graph", enabled=progress, unit="level") as bar,
     ):
         prediction = run.output.detach()
-        target = _resolve_target(prediction, target)
+        target = resolve_targets(target, prediction[:1])[0]
         shape = run.probes[layer].below.shape[1:]  # type: ignore[union-attr]
         _check_concept(attributor, layer, concept, shape)
 

@@ -28,10 +28,11 @@ import torch
 from ..attribution.conditions import Condition
 from ..attribution.engine import Attributor
 from ..attribution.inputs import check_gradients_enabled, check_input
+from ..attribution.targets import resolve_targets
 from ..errors import InputError, LayerError
 from ..progress import progress_bar
 from ..serialize import heatmap_entry, heatmap_from, read_json, write_json
-from .attribution_graph import _check_concept, _one_sample, _ranked, _resolve_target, default_layer_graph, parse_path
+from .attribution_graph import _check_concept, _one_sample, _ranked, default_layer_graph, parse_path
 from .layer_graph import LayerGraph
 
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ def concept_path(
         attributor.session(data, layers=layers, heatmap=False) as run,
         progress_bar(given + follow, "concept path", enabled=progress, unit="step") as bar,
     ):
-        target = _resolve_target(run.output.detach(), target)
+        target = resolve_targets(target, run.output.detach()[:1])[0]
         for layer, concept in chain:
             _check_concept(attributor, layer, concept, run.probes[layer].below.shape[1:])  # type: ignore[union-attr]
         first_layer, first_concept = chain[0]

@@ -10,7 +10,7 @@ from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonPlus, EpsilonPlusFlat
 
 from glocal import Attributor, LayerGraph
-from glocal.errors import ConceptError, InputError, LayerError
+from glocal.errors import ConceptError, InputError, LayerError, TargetError
 from glocal.structure.attribution_graph import ConceptGraph, attribution_graph, node_bound, parse_path
 
 
@@ -161,7 +161,7 @@ def test_bad_input_and_model_unchanged(skip_net, digits):
         attribution_graph(attributor, digits[:1], "linear1", 8)
     with pytest.raises(ValueError, match="widths"):
         attribution_graph(attributor, digits[:1], "linear1", 0, widths=[2, 0])
-    with pytest.raises(InputError, match="target 9 is out of range"):
+    with pytest.raises(TargetError, match=r"targets \[9\] are out of range"):
         attribution_graph(attributor, digits[:1], "linear1", 0, target=9)
     assert before == [(len(m._forward_hooks), len(m._forward_pre_hooks), m.training) for m in skip_net.modules()]
     assert all(p.grad is None for p in skip_net.parameters())
