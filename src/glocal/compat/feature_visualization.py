@@ -61,9 +61,9 @@ import zennit.core
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..data import label_list, split_sample
 from ..errors import ConceptError, InputError, warn
 from ..index import MODES, ConceptIndex, LayerStatistics, build_index
-from ..index.scan import label_list, split_sample
 from ..index.storage import IndexStore
 from .attribution import ChannelConcept, CondAttribution
 from .image import vis_img_heatmap, vis_opaque_img

@@ -38,6 +38,7 @@ import torch
 import zennit.core
 
 from .._version import __version__
+from ..data import as_data, default_batch_size, fixed_batches, has_labels, sample_count
 from ..errors import ConceptError, InputError, LayerError, TargetError, warn
 from ..progress import progress_bar
 from .fingerprint import (
@@ -50,7 +51,7 @@ from .fingerprint import (
     digest_changes,
     model_fingerprint,
 )
-from .scan import ScanState, batches_for, run_scan, split_sample
+from .scan import ScanState, run_scan
 from .statistics import MODES, LayerStatistics
 from .storage import IndexKeyError, IndexStore, mismatch_error
 from .topk import TopK
@@ -83,17 +84,6 @@ def _distributed() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
-
-
-def _unwrap(dataset: Any, batch_size: int | None) -> tuple[Any, int]:
-    if isinstance(dataset, torch.utils.data.DataLoader):
-        return dataset.dataset, batch_size or dataset.batch_size or 32
-    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-        raise InputError(
-            f"the dataset must be a map-style torch Dataset (with __len__ and __getitem__) or a DataLoader over one, "
-            f"got {type(dataset).__name__}"
-        )
-    return dataset, batch_size or 32
 
 
 def _flatten(statistics: dict[str, LayerStatistics]) -> dict[str, np.ndarray]:
@@ -161,11 +151,11 @@ def build_index(
     from ..lrp.composites import resolve as resolve_composite  # "auto": the composite glocal.lrp.composites.auto picks
 
     composite, _ = resolve_composite(model, composite)
-    dataset, batch_size = _unwrap(dataset, batch_size)
-    if len(dataset) == 0:
-        raise InputError("the dataset is empty")
+    batch_size = default_batch_size(dataset, batch_size)
+    dataset = as_data(dataset)
+    sample_count(dataset)
     if targets == "auto":
-        targets = "label" if split_sample(dataset[0])[1] is not None else "prediction"
+        targets = "label" if has_labels(dataset) else "prediction"
     if targets not in ("label", "prediction"):
         raise ValueError(f"targets must be 'label', 'prediction' or 'auto', got {targets!r}")
     rank, world = _distributed()
@@ -199,7 +189,7 @@ def build_index(
         state = ScanState(
             layers, k, _unflatten(arrays, layers), int(done["batches_done"]), int(done["samples_done"]), class_k
         )
-        mine = batches_for(len(dataset), batch_size, rank, world)
+        mine = fixed_batches(len(dataset), batch_size, rank, world)
         logger.info(
             "resuming the scan in %s%s: %d of %d batches (%d samples) were done; checking that those samples are "
             "unchanged, then continuing",
@@ -414,7 +404,7 @@ class ConceptIndex:
                 {"composite": manifest["composite"]}, {"composite": composite_fingerprint(composite, model)}
             )
         if dataset is not None:
-            plain = _unwrap(dataset, None)[0]
+            plain = as_data(dataset)
             quick = differences({"dataset": manifest["dataset"]}, {"dataset": dataset_fingerprint(plain)})
             found += quick
             if not quick and dataset_check == "full":

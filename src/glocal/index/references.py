@@ -50,10 +50,11 @@ from PIL import Image, ImageDraw
 from ..attribution.concepts import ChannelConcept, NeuronConcept
 from ..attribution.conditions import Condition, PerSample
 from ..attribution.engine import Attributor
+from ..attribution.targets import predicted
+from ..data import label_list, load_samples, model_device
 from ..errors import InputError, warn
 from ..progress import progress_bar
 from .fingerprint import composite_fingerprint, model_fingerprint
-from .scan import label_list, split_sample
 from .statistics import MODES as INDEX_MODES
 from .storage import ReferenceCache
 
@@ -757,22 +758,6 @@ def _empty_reference(layer: str, channel: int, mode: Mode, size: int) -> Referen
     )
 
 
-def _load(dataset: Any, ids: Sequence[int]) -> tuple[torch.Tensor, list[Any]]:
-    if isinstance(dataset, torch.utils.data.DataLoader):
-        dataset = dataset.dataset
-    inputs, labels = [], []
-    for i in ids:
-        x, y = split_sample(dataset[i])
-        inputs.append(torch.as_tensor(x))
-        labels.append(y)
-    return torch.stack(inputs), labels
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
 def _targets(
     index: ConceptIndex, attributor: Attributor, samples: torch.Tensor, labels: list[Any], label: int | None
 ) -> list[int]:
@@ -790,9 +775,7 @@ def _targets(
             )
         return [t[0] for t in targets]
     with torch.no_grad():
-        prediction = attributor.model(samples).detach()
-    scores = prediction.flatten(2).sum(-1) if prediction.dim() > 2 else prediction
-    return [int(i) for i in scores.argmax(1).tolist()]
+        return predicted(attributor.model(samples))
 
 
 def _check_same_rules(index: ConceptIndex, attributor: Attributor) -> None:
@@ -973,7 +956,7 @@ def concept_references(
         if not ids:
             found[channel] = _empty_reference(layer, channel, reference_mode, size)
             continue
-        inputs, labels = _load(dataset, ids)
+        inputs, labels = load_samples(dataset, ids)
         images = _display(inputs, to_image)
         key = None
         if cache is not None:
@@ -995,7 +978,7 @@ def concept_references(
                     targets=None if targets is None else tuple(int(t) for t in targets),
                 )
                 continue
-        samples = inputs.to(_device(attributor.model))
+        samples = inputs.to(model_device(attributor.model))
         targets = _targets(index, attributor, samples, labels, label) if reference_mode == "relevance" else None
         missing.append((channel, ReferenceSamples(channel, images, samples, ids, scores, positions, targets), key))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,91 +23,15 @@ import zennit.core
 from ..attribution.concepts import ChannelConcept
 from ..attribution.conditions import Condition, PerSample
 from ..attribution.engine import Attributor
+from ..attribution.targets import predicted
+from ..data import Batch, fixed_batches, load_batches
 from ..errors import InputError
 from .fingerprint import batch_digest, sample_digest
 from .statistics import LayerStatistics
 
-__all__ = ["Batch", "ScanState", "batches_for", "iterate_batches", "scan_batch", "split_sample"]
+__all__ = ["ScanState", "run_scan", "scan_batch"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Batch:
-    """Inputs ``(N, ...)``, dataset ``ids`` ``(N,)``, per-sample label lists (``None`` without labels) and the
-    batch's digest (:func:`~glocal.index.fingerprint.batch_digest` of its items)."""
-
-    ids: torch.Tensor
-    inputs: torch.Tensor
-    labels: list[list[int]] | None
-    digest: bytes = b""
-
-
-def split_sample(sample: Any) -> tuple[Any, Any]:
-    """A dataset item as ``(input, label or None)``: ``(x, y, ...)`` tuples, ``{"image"/"input"/"x", "label"/"y"}``
-    dicts, or a bare input."""
-    if isinstance(sample, tuple | list) and len(sample) >= 2:
-        return sample[0], sample[1]
-    if isinstance(sample, tuple | list) and len(sample) == 1:
-        return sample[0], None
-    if isinstance(sample, dict):
-        x = next((sample[key] for key in ("input", "image", "x", "data") if key in sample), None)
-        if x is None:
-            raise InputError(
-                f"a dataset item is a dict with keys {sorted(sample)}; glocal looks for the input under 'input', "
-                "'image', 'x' or 'data' and the label under 'label', 'target' or 'y'"
-            )
-        y = next((sample[key] for key in ("label", "labels", "target", "y") if key in sample), None)
-        return x, y
-    return sample, None
-
-
-def label_list(label: Any) -> list[int]:
-    """One sample's label(s) as a list of class indices: an int, a 0-d tensor, a list of ints, or a multi-hot vector."""
-    if isinstance(label, torch.Tensor):
-        if label.dim() == 0:
-            return [int(label)]
-        if label.dtype == torch.bool or (label.is_floating_point() and label.dim() == 1 and label.numel() > 1):
-            return [int(i) for i in label.nonzero().flatten().tolist()]
-        return [int(i) for i in label.flatten().tolist()]
-    if isinstance(label, int) or hasattr(label, "__index__"):
-        return [int(label)]
-    return [int(i) for i in label]
-
-
-class _Indexed(torch.utils.data.Dataset):
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[int, Any, Any, bytes]:
-        item = self.dataset[index]
-        digest = sample_digest(index, item)  # hashed where it is loaded (in a worker, with num_workers > 0)
-        x, y = split_sample(item)
-        return index, torch.as_tensor(x), y, digest
-
-
-def _collate(items: list[tuple[int, Any, Any, bytes]]) -> Batch:
-    ids = torch.tensor([item[0] for item in items], dtype=torch.int64)
-    inputs = torch.stack([item[1] for item in items])
-    labels = None if any(item[2] is None for item in items) else [label_list(item[2]) for item in items]
-    return Batch(ids, inputs, labels, batch_digest([item[3] for item in items]))
-
-
-def batches_for(length: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
-    """The fixed batches of a dataset of ``length`` samples that process ``rank`` of ``world`` scans."""
-    starts = range(rank * batch_size, length, world * batch_size)
-    return [list(range(start, min(start + batch_size, length))) for start in starts]
-
-
-def iterate_batches(dataset: Any, batches: Sequence[list[int]], num_workers: int = 0) -> Iterator[Batch]:
-    """Load the given batches in order, with ``num_workers`` DataLoader workers."""
-    loader = torch.utils.data.DataLoader(
-        _Indexed(dataset), batch_sampler=list(batches), num_workers=num_workers, collate_fn=_collate
-    )
-    yield from loader
 
 
 @dataclass
@@ -158,8 +82,7 @@ def _scan_run(
             )
         labels = batch.labels
     else:
-        scores = prediction.flatten(2).sum(-1) if prediction.dim() > 2 else prediction
-        labels = [[int(i)] for i in scores.argmax(1).tolist()]
+        labels = [[i] for i in predicted(prediction)]
     result = run.attribute(Condition(targets=PerSample(labels)))
     per_class: dict[str, torch.Tensor] | None = None
     width = max(len(label) for label in labels)
@@ -187,7 +110,7 @@ def _scan_run(
         )
         if matrix_writer is not None:
             matrix_writer(name, batch.ids, ChannelConcept().relevance(relevance))
-    state.digests.append(batch.digest)
+    state.digests.append(batch_digest(batch.digests))
     state.batches_done += 1
     state.samples_done += len(batch.ids)
 
@@ -216,12 +139,12 @@ def run_scan(
     """
     attributor = Attributor(model, composite)
     state = state or ScanState(list(layers), k, class_k=class_k)
-    share = batches_for(len(dataset), batch_size, rank, world)
+    share = fixed_batches(len(dataset), batch_size, rank, world)
     batches = share[state.batches_done :]
     bar = _progress(len(share), progress, state.batches_done)
     started, first = time.perf_counter(), state.samples_done
     with attributor.attached(state.layers) as start:  # rules and canonizers attached once for the whole scan
-        for batch in iterate_batches(dataset, batches, num_workers):
+        for batch in load_batches(dataset, batches, num_workers, digest=sample_digest):
             _scan_run(start, state, batch, targets, matrix_writer)
             if on_batch is not None:
                 on_batch(state)

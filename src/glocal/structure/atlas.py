@@ -44,9 +44,9 @@ import math
 import os
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from PIL import Image
@@ -55,8 +55,8 @@ from ..attribution.concepts import relevance_shares
 from ..attribution.conditions import Condition, PerSample
 from ..attribution.engine import Attributor, Run
 from ..attribution.layers import get_layer_names, resolve_layers
+from ..data import Batch, Targets, as_data, batch_targets, batches, check_targets, model_device, sample_count
 from ..errors import ConditionError, InputError, LayerError
-from ..index.scan import batches_for, iterate_batches, split_sample
 from ..progress import progress_bar
 from ..serialize import read_json, write_json
 from .layer_graph import DEFAULT_TYPES, trace_layers
@@ -82,7 +82,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Targets = str | Sequence[int] | torch.Tensor
 """``"auto"``, ``"label"``, ``"prediction"``, or one output unit per sample."""
 Region = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 """An ``(H, W)`` mask for all samples, an ``(N, H, W)`` mask per sample, or a callable ``(inputs) -> mask``."""
@@ -513,93 +512,6 @@ def _entry(item: Mapping[str, Any]) -> AtlasEntry:
 # -- data -------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Batch:
-    start: int
-    inputs: torch.Tensor
-    labels: list[list[int]] | None
-
-
-def _unwrap(data: Any) -> Any:
-    if isinstance(data, torch.utils.data.DataLoader):
-        return data.dataset
-    if isinstance(data, torch.Tensor):
-        return data
-    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
-        raise InputError(
-            f"data must be a tensor of inputs (N, ...), a map-style dataset of `input` or `(input, label)` items, or "
-            f"a DataLoader over one; got {type(data).__name__}"
-        )
-    return data
-
-
-def _length(data: Any) -> int:
-    n = int(data.shape[0]) if isinstance(data, torch.Tensor) else len(data)
-    if n == 0:
-        raise InputError("the data holds no samples; give at least one")
-    return n
-
-
-def _has_labels(data: Any) -> bool:
-    return not isinstance(data, torch.Tensor) and split_sample(data[0])[1] is not None
-
-
-def _batches(data: Any, batch_size: int, device: torch.device) -> Iterator[_Batch]:
-    """The data in batches of consecutive samples (a dataset's own order), inputs on ``device``."""
-    if isinstance(data, torch.Tensor):
-        for start in range(0, data.shape[0], batch_size):
-            yield _Batch(start, data[start : start + batch_size].to(device), None)
-        return
-    for batch in iterate_batches(data, batches_for(len(data), batch_size)):
-        yield _Batch(int(batch.ids[0]), batch.inputs.to(device), batch.labels)
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def _check_targets(targets: Targets, data: Any, n: int) -> str | list[int]:
-    """``targets`` resolved: ``"label"``, ``"prediction"`` or one int per sample."""
-    if isinstance(targets, str):
-        if targets == "auto":
-            return "label" if _has_labels(data) else "prediction"
-        if targets == "label":
-            if not _has_labels(data):
-                raise InputError(
-                    "targets='label' needs labelled data: a dataset of (input, label) items; got "
-                    f"{'a tensor of inputs' if isinstance(data, torch.Tensor) else 'items without labels'}. "
-                    "Pass targets='prediction' or one target per sample."
-                )
-            return targets
-        if targets == "prediction":
-            return targets
-        raise ValueError(f"targets must be 'auto', 'label', 'prediction' or one int per sample, got {targets!r}")
-    values = targets.tolist() if isinstance(targets, torch.Tensor) else list(targets)
-    if len(values) != n or any(isinstance(v, bool | float) or not hasattr(v, "__index__") for v in values):
-        raise InputError(
-            f"targets must give one output unit (int) per sample: the data has {n} samples, got {len(values)} "
-            "values" + ("" if len(values) != n else " that are not all ints")
-        )
-    return [int(v) for v in values]
-
-
-def _batch_targets(targets: str | list[int], batch: _Batch, output: torch.Tensor) -> list[int]:
-    n = batch.inputs.shape[0]
-    if isinstance(targets, list):
-        return targets[batch.start : batch.start + n]
-    if targets == "label":
-        assert batch.labels is not None
-        if any(len(label) != 1 for label in batch.labels):
-            raise InputError(
-                "a sample has several labels (multi-label data); an atlas starts each sample's relevance from one "
-                "target. Pass targets='prediction' or one target per sample."
-            )
-        return [label[0] for label in batch.labels]
-    scores = output.detach().flatten(2).sum(-1) if output.dim() > 2 else output.detach()
-    return [int(i) for i in scores.argmax(1).tolist()]
-
-
 def _check_layers(model: torch.nn.Module, layers: Sequence[str]) -> list[str]:
     if isinstance(layers, str):
         layers = [layers]
@@ -639,7 +551,7 @@ def _describe(region: Region | None) -> str | None:
     return repr(region) if isinstance(region, CentreSquare) else getattr(region, "__qualname__", repr(region))
 
 
-def _batch_region(region: Region, batch: _Batch) -> torch.Tensor:
+def _batch_region(region: Region, batch: Batch) -> torch.Tensor:
     inputs = batch.inputs
     n, spatial = inputs.shape[0], tuple(inputs.shape[2:])
     if isinstance(region, torch.Tensor):
@@ -777,10 +689,10 @@ def concept_atlas(
         raise ValueError(f"batch_size must be a positive number of samples, got {batch_size}")
     if normalization not in ("abs", "signed"):
         raise ValueError(f"normalization must be 'abs' or 'signed', got {normalization!r}")
-    data = _unwrap(data)
-    n = _length(data)
+    data = as_data(data)
+    n = sample_count(data)
     _check_region(region, n)
-    resolved = _check_targets(targets, data, n)
+    resolved = check_targets(targets, data)
     started = time.perf_counter()
     tallies: dict[str, _Tally] = {}
     all_targets: list[int] = []
@@ -788,21 +700,21 @@ def concept_atlas(
         attributor.attached(names) as start,
         progress_bar(math.ceil(n / batch_size), "concept atlas", enabled=progress, unit="batch") as bar,
     ):
-        for batch in _batches(data, batch_size, _device(model)):
+        for batch in batches(data, batch_size, model_device(model)):
             if region is None:
                 run = start(batch.inputs, record=names, heatmap=False, input_grad=False)
             else:
                 run = start(batch.inputs, heatmap=False, input_grad=True)
-            batch_targets = _batch_targets(resolved, batch, run.output)
-            condition = Condition(targets=PerSample([[t] for t in batch_targets]))
+            sample_targets = batch_targets(resolved, batch, run.output, "an atlas")
+            condition = Condition(targets=PerSample([[t] for t in sample_targets]))
             relevances = _layer_relevances(attributor, run, names, condition, region, batch)
-            target_ids = torch.tensor(batch_targets, dtype=torch.int64)
+            target_ids = torch.tensor(sample_targets, dtype=torch.int64)
             for name, relevance in relevances.items():
                 shares = relevance_shares(relevance, normalization)
                 if name not in tallies:
                     tallies[name] = _Tally(shares.shape[1], _outputs(run.output))
                 tallies[name].add(shares, _ballots(shares, k).cpu(), target_ids)
-            all_targets.extend(batch_targets)
+            all_targets.extend(sample_targets)
             bar.update(1)
     class_counts: dict[int, int] = {}
     for target in sorted(all_targets):
@@ -835,7 +747,7 @@ def _layer_relevances(
     layers: Sequence[str],
     condition: Condition,
     region: Region | None,
-    batch: _Batch,
+    batch: Batch,
 ) -> dict[str, torch.Tensor]:
     """``(N, C)`` concept relevance per layer: all of it, or the part that lands inside the region."""
     if region is None:
@@ -859,7 +771,7 @@ def _lower_layers(attributor: Attributor, data: Any, layer: str, lower_layers: S
         resolve_layers(attributor.model, names)
         return names
     model = attributor.model
-    example = next(_batches(data, 1, _device(model))).inputs
+    example = next(batches(data, 1, model_device(model))).inputs
     candidates = list(dict.fromkeys([*get_layer_names(model, list(DEFAULT_TYPES)), layer]))
     graph = trace_layers(model, example, candidates)
     if layer not in graph.inputs:
@@ -879,7 +791,7 @@ def _fragment_sums(
     layer: str,
     concepts: Sequence[int],
     lower: Sequence[str],
-    targets: str | list[int],
+    targets: Literal["label", "prediction"] | list[int],
     weights: torch.Tensor | None,
     batch_size: int,
     normalization: str,
@@ -889,12 +801,12 @@ def _fragment_sums(
     sums: torch.Tensor | None = None
     counts = torch.zeros(len(concepts), dtype=torch.float64)
     slices: dict[str, slice] = {}
-    total = math.ceil(_length(data) / batch_size)
+    total = math.ceil(sample_count(data) / batch_size)
     with (
         attributor.attached([layer, *lower]) as start,
         progress_bar(total, f"fragments of {layer}", enabled=progress, unit="batch") as bar,
     ):
-        for batch in _batches(data, batch_size, _device(attributor.model)):
+        for batch in batches(data, batch_size, model_device(attributor.model)):
             bar.update(1)
             n = batch.inputs.shape[0]
             weight = (
@@ -911,7 +823,7 @@ def _fragment_sums(
                         f"lower layer {name!r} runs after {layer!r} in the forward pass; a concept decomposes into "
                         "the layers below it"
                     )
-            ids = PerSample([[t] for t in _batch_targets(targets, batch, run.output)])
+            ids = PerSample([[t] for t in batch_targets(targets, batch, run.output, "an atlas")])
             for begin in range(0, len(concepts), _CHUNK):
                 chunk = concepts[begin : begin + _CHUNK]
                 result = run.attribute([Condition(targets=ids, layers={layer: (c,)}) for c in chunk])
@@ -994,9 +906,8 @@ def fragment(
     """
     names = _check_layers(attributor.model, [layer])
     _check_k(k)
-    data = _unwrap(data)
-    n = _length(data)
-    resolved = _check_targets(targets, data, n)
+    data = as_data(data)
+    resolved = check_targets(targets, data)
     lower = _lower_layers(attributor, data, names[0], lower_layers)
     sums, counts, slices = _fragment_sums(
         attributor, data, layer, [int(concept)], lower, resolved, None, batch_size, normalization, progress
@@ -1023,8 +934,8 @@ def fragment_atlas(
     at its atlas target. The decomposition counts all of the concept's relevance, also for a regional atlas (whose
     voters it uses). Returns concept id to :class:`Fragmentation`, in the atlas's order.
     """
-    data = _unwrap(data)
-    n = _length(data)
+    data = as_data(data)
+    n = sample_count(data)
     if n != atlas.n_samples:
         raise InputError(
             f"the atlas was computed on {atlas.n_samples} samples but the data has {n}; pass the atlas's own data"

@@ -6,14 +6,15 @@ import torch
 from zennit.composites import EpsilonPlusFlat
 
 from glocal import Attributor, Condition, PerSample
-from glocal.index.scan import ScanState, batches_for, run_scan
+from glocal.data import fixed_batches
+from glocal.index.scan import ScanState, run_scan
 from glocal.index.statistics import LayerStatistics
 
 
 def test_batches_cover_the_dataset_once_across_ranks():
-    everything = sorted(i for rank in range(3) for batch in batches_for(23, 4, rank, 3) for i in batch)
+    everything = sorted(i for rank in range(3) for batch in fixed_batches(23, 4, rank, 3) for i in batch)
     assert everything == list(range(23))
-    assert batches_for(10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert fixed_batches(10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
 def test_scan_equals_per_sample_reference(conv_net):
