@@ -3,8 +3,8 @@
 The blocks are read from README.md, so the README cannot drift from the API. The README's examples name the layers
 of a VGG (``features.28``, ...) and a MobileNetV2 (``features.16``) and ImageNet classes (207); each is replaced by a
 layer or class of the MNIST CNN (``SUBSTITUTIONS``), and the free names a block uses (``model``, ``images``, ...)
-are given to it (``names``), also where the block leaves them to the reader (``model = ...``). "### Saving pictures" has its own test with its pictures checked
-(test_readme_pictures.py).
+are given to it (``names``), also where the block leaves them to the reader (``model = ...``). "### Saving pictures"
+has its own test with its pictures checked (test_readme_pictures.py).
 """
 
 from __future__ import annotations
