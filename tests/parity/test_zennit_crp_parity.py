@@ -22,6 +22,7 @@ from zennit.composites import EpsilonPlus, EpsilonPlusFlat
 
 from glocal import Attributor, ChannelConcept, ConceptError, LayerError, compat
 from glocal.compat import CondAttribution
+from glocal.compat.translation import Translator
 
 crp_attribution = pytest.importorskip("crp.attribution")
 crp_concepts = pytest.importorskip("crp.concepts")
@@ -574,9 +575,9 @@ def test_get_layer_names_matches(fashion: Setup, resnet18: Setup) -> None:
 
 def test_glocal_channel_concept_is_used_for_the_default_mask(fashion: Setup) -> None:
     """The default mask_map runs on glocal's vectorised ChannelConcept, not on the adapter."""
-    translator = compat._Translator(compat.ChannelConcept.mask, "y")
+    translator = Translator(compat.ChannelConcept.mask, "y")
     translator.condition({"conv2": [1], "y": [0]})
     assert isinstance(translator.concepts["conv2"], ChannelConcept)
-    translator = compat._Translator(crp_concepts.ChannelConcept.mask, "y")
+    translator = Translator(crp_concepts.ChannelConcept.mask, "y")
     translator.condition({"conv2": [1]})
     assert isinstance(translator.concepts["conv2"], ChannelConcept)

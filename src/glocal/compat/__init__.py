@@ -24,7 +24,6 @@ The deliberate differences, and why, are listed in the project's ``docs/migratio
 from .attribution import AttributionGraphResults, AttributionResults, CondAttribution, MaskMap, attrResult
 from .cache import Cache, ImageCache
 from .concepts import ChannelConcept, Concept, MaskFunction
-from .conditional import _Translator
 from .feature_visualization import FeatureVisualization, import_zennit_crp
 from .graph import AttributionGraph, ModelGraph, attrGraphResult, trace_model_graph
 from .helper import abs_norm, find_files, get_layer_names, get_output_shapes, load_receptive_field, max_norm
@@ -68,4 +67,3 @@ __all__ = [
     "vis_img_heatmap",
     "vis_opaque_img",
 ]
-_ = _Translator  # re-exported for the parity tests (private)

@@ -26,7 +26,8 @@ from ..attribution.conditions import OUTPUT
 from ..attribution.engine import Attributor
 from ..attribution.inputs import check_gradients_enabled
 from ..structure.layer_graph import LayerGraph, trace_layers
-from .conditional import CondAttribution, _Translator
+from .conditional import CondAttribution
+from .translation import Translator
 
 __all__ = ["AttributionGraph", "AttributionGraphResults", "ModelGraph", "attrGraphResult", "trace_model_graph"]
 
@@ -160,7 +161,7 @@ class AttributionGraph:
                 batch_size, verbose,
             )  # fmt: skip
         output = getattr(self.attribution, "MODEL_OUTPUT_NAME", OUTPUT)
-        translator = _Translator(self.mask_map, output)
+        translator = Translator(self.mask_map, output)
         if target is not None:
             start_layer = None
         elif parent_layer:

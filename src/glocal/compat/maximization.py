@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..index import MODES, ConceptIndex
 
-__all__ = ["Maximization", "index_mode", "load_maximization"]
+__all__ = ["Maximization", "compat_index", "folder_name", "index_mode", "load_maximization", "parse_folder_name"]
 
 
 def index_mode(mode: str, max_target: str = "sum", abs_norm: bool = True) -> str:
@@ -44,7 +44,14 @@ def index_mode(mode: str, max_target: str = "sum", abs_norm: bool = True) -> str
     return exact if exact in MODES else f"actmax_{max_target}"
 
 
-def _folder(kind: str, max_target: str, abs_norm: bool) -> str:
+def folder_name(kind: str, max_target: str, abs_norm: bool) -> str:
+    """zennit-crp's name of a result folder: ``kind`` (``RelMax``, ``ActStats``, ...) and the settings.
+
+    Examples
+    --------
+    >>> folder_name("RelStats", "max", abs_norm=True)
+    'RelStats_max_normed'
+    """
     return f"{kind}_{max_target}_{'normed' if abs_norm else 'unnormed'}"
 
 
@@ -66,11 +73,11 @@ class Maximization:
         self.max_target = max_target
         self.abs_norm = abs_norm
         self.SAMPLE_SIZE = 40
-        self.sub_folder = Path(_folder("RelMax" if mode == "relevance" else "ActMax", max_target, abs_norm))
+        self.sub_folder = Path(folder_name("RelMax" if mode == "relevance" else "ActMax", max_target, abs_norm))
         self.PATH = Path(path) / self.sub_folder if path else self.sub_folder
 
 
-def _parse_folder(name: str, kinds: tuple[str, str]) -> tuple[str, str, bool]:
+def parse_folder_name(name: str, kinds: tuple[str, str]) -> tuple[str, str, bool]:
     """``RelMax_sum_normed`` -> ``("relevance", "sum", True)``."""
     parts = name.split("_")
     if (
@@ -89,7 +96,11 @@ def _parse_folder(name: str, kinds: tuple[str, str]) -> tuple[str, str, bool]:
     return ("relevance" if parts[0] == kinds[0] else "activation"), parts[1], parts[2] == "normed"
 
 
-def _compat_index(path_folder: Path) -> ConceptIndex:
+def compat_index(path_folder: Path) -> ConceptIndex:
+    """The compat index ``<path>/index`` that stands in for zennit-crp's result folder ``<path>/<folder>``.
+
+    Raises :class:`~glocal.errors.InputError` when there is none.
+    """
     directory = path_folder.parent / "index"
     if not (directory / "manifest.json").exists():
         raise InputError(
@@ -113,8 +124,8 @@ def load_maximization(path_folder: str | Path, layer_name: str) -> tuple[np.ndar
     if all(file.exists() for file in files):
         ids, scores, positions = (np.load(file, mmap_mode="r") for file in files)
         return ids, scores, positions
-    mode, max_target, abs_norm = _parse_folder(folder.name, ("RelMax", "ActMax"))
-    index = _compat_index(folder)
+    mode, max_target, abs_norm = parse_folder_name(folder.name, ("RelMax", "ActMax"))
+    index = compat_index(folder)
     name = index_mode(mode, max_target, abs_norm)
     top = index.top(layer_name, name)
     ids, scores, positions = (t.numpy().T for t in (top.ids, top.scores, top.positions))

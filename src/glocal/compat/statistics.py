@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .maximization import _compat_index, _folder, _parse_folder
+from .maximization import compat_index, folder_name, parse_folder_name
 
 __all__ = ["Statistics", "load_stat_targets", "load_statistics"]
 
@@ -36,12 +36,12 @@ class Statistics:
         self.max_target = max_target
         self.abs_norm = abs_norm
         self.SAMPLE_SIZE = 40
-        self.sub_folder = Path(_folder("RelStats" if mode == "relevance" else "ActStats", max_target, abs_norm))
+        self.sub_folder = Path(folder_name("RelStats" if mode == "relevance" else "ActStats", max_target, abs_norm))
         self.PATH = Path(path) / self.sub_folder if path else self.sub_folder
 
 
 def _relevance_folder(folder: Path) -> None:
-    mode, _, _ = _parse_folder(folder.name, ("RelStats", "ActStats"))
+    mode, _, _ = parse_folder_name(folder.name, ("RelStats", "ActStats"))
     if mode != "relevance":
         raise InputError(
             f"glocal keeps class statistics of relevance only, and {folder} holds no zennit-crp files; read the "
@@ -55,7 +55,7 @@ def load_stat_targets(path_folder: str | Path) -> np.ndarray:
     if (folder / "targets.npy").exists():
         return np.load(folder / "targets.npy").astype(float).astype(np.int64)
     _relevance_folder(folder)
-    index = _compat_index(folder)
+    index = compat_index(folder)
     stats = index.statistics(index.layers[0])
     assert stats.class_count is not None
     return np.flatnonzero(stats.class_count.numpy() > 0).astype(np.int64)
@@ -74,7 +74,7 @@ def load_statistics(path_folder: str | Path, layer_name: str, target: int) -> tu
         ids, scores, positions = (np.load(file, mmap_mode="r") for file in files)
         return ids, scores, positions
     _relevance_folder(folder)
-    stats = _compat_index(folder).statistics(layer_name)
+    stats = compat_index(folder).statistics(layer_name)
     if not 0 <= int(target) < stats.classes:
         raise InputError(f"target {target} is not a class of the index (0..{stats.classes - 1})")
     columns = [stats.class_entries(int(target), concept) for concept in range(stats.concepts)]
