@@ -26,9 +26,11 @@ from .errors import (
 from .index import ConceptIndex, build_index
 from .index.references import Reference, concept_references
 from .structure.atlas import ConceptAtlas, centre_square, concept_atlas, fragment
-from .structure.attribution_graph import ConceptGraph, attribution_graph
+from .structure.attribution_graph import attribution_graph
+from .structure.concept_graph import ConceptGraph
 from .structure.layer_graph import LayerGraph, trace_layers
-from .structure.paths import ConceptPath, PathConsistency, concept_path, path_consistency
+from .structure.path_consistency import PathConsistency, path_consistency
+from .structure.paths import ConceptPath, concept_path
 
 __all__ = [
     "Attribution",

@@ -17,7 +17,11 @@ from typing import Any
 # former module -> the modules that hold its public names now, searched in order
 FORMER: dict[str, tuple[str, ...]] = {
     "atlas": ("glocal.structure.atlas", "glocal.viz"),
-    "attribution_graph": ("glocal.structure.attribution_graph",),
+    "attribution_graph": (
+        "glocal.structure.attribution_graph",
+        "glocal.structure.concept_graph",
+        "glocal.structure.steps",
+    ),
     "bias_rules": ("glocal.lrp.bias_rules",),
     "canonizers": ("glocal.lrp.canonizers",),
     "composites": ("glocal.lrp.composites",),
@@ -28,7 +32,7 @@ FORMER: dict[str, tuple[str, ...]] = {
     "explain": ("glocal.attribution.explain",),
     "graph": ("glocal.structure.layer_graph",),
     "layers": ("glocal.attribution.layers",),
-    "paths": ("glocal.structure.paths",),
+    "paths": ("glocal.structure.paths", "glocal.structure.path_consistency"),
     "references": ("glocal.index.references", "glocal.viz"),
     "results": ("glocal.attribution.results",),
     "rules": ("glocal.attribution.rules",),
@@ -36,7 +40,7 @@ FORMER: dict[str, tuple[str, ...]] = {
     "session": ("glocal.attribution.session",),
     "storage": ("glocal.index.storage",),
     "structure": ("glocal.lrp.model_structure",),
-    "visualize": ("glocal.viz",),
+    "visualize": ("glocal.viz", "glocal.viz.concepts", "glocal.viz.graphs"),
 }
 
 

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import ConceptError
 
-__all__ = ["ChannelConcept", "Concept", "NeuronConcept", "RegionConcept", "relevance_shares"]
+__all__ = ["ChannelConcept", "Concept", "NeuronConcept", "RegionConcept", "check_concept_id", "relevance_shares"]
 
 
 @runtime_checkable
@@ -53,6 +53,16 @@ def _check_ids(ids: Sequence[int], count: int, what: str) -> list[int]:
             )
         checked.append(index)
     return checked
+
+
+def check_concept_id(concepts: Concept, layer: str, concept: int, shape: torch.Size) -> None:
+    """Raise :class:`~glocal.errors.ConceptError` unless ``concept`` is one of the concepts ``concepts`` finds in
+    ``layer``, whose per-sample output has shape ``shape``."""
+    count = concepts.count(shape)
+    if not 0 <= int(concept) < count:
+        raise ConceptError(
+            f"concept {concept} is out of range: layer {layer!r} has {count} concepts (0 to {count - 1})"
+        )
 
 
 class ChannelConcept:

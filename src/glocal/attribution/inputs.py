@@ -8,7 +8,7 @@ import torch
 
 from ..errors import GradientDisabledError, InputError
 
-__all__ = ["check_gradients_enabled", "check_input", "dtype_problem"]
+__all__ = ["check_gradients_enabled", "check_input", "check_one_sample", "dtype_problem"]
 
 
 def check_gradients_enabled() -> None:
@@ -45,6 +45,16 @@ def check_input(data: Any) -> torch.Tensor:
         raise InputError(
             "data was created under torch.inference_mode() and cannot be used with autograd; "
             "use data.clone() outside it"
+        )
+    return data
+
+
+def check_one_sample(data: Any) -> torch.Tensor:
+    """Validate one sample, ``(1, ...)`` or unbatched (then given its batch dimension), and return it as a batch."""
+    data = check_input(data if not isinstance(data, torch.Tensor) or data.dim() > 1 else data.unsqueeze(0))
+    if data.shape[0] != 1:
+        raise InputError(
+            f"an attribution graph explains one sample; got a batch of {data.shape[0]}. Pass data[i:i + 1]."
         )
     return data
 

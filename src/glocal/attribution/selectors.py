@@ -5,6 +5,8 @@ A selector maps concept relevances ``(N, C)`` to one list of concept ids per sam
 * :class:`TopK` -- the k most relevant concepts.
 * :class:`Ids` -- the same explicit ids for every sample.
 * :class:`CoveringShare` -- the smallest set of concepts that covers a share p of the layer's positive relevance.
+
+:func:`top_nonzero` ranks as :class:`TopK` does, with ties to the lower id and concepts without relevance left out.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from ..errors import ConceptError
 
-__all__ = ["CoveringShare", "Ids", "Selector", "TopK"]
+__all__ = ["CoveringShare", "Ids", "Selector", "TopK", "top_nonzero"]
 
 
 @runtime_checkable
@@ -109,3 +111,17 @@ class CoveringShare:
                 count = min(count, self.max_concepts)
             out.append(order[n, :count].tolist())
         return out
+
+
+def top_nonzero(scores: torch.Tensor, k: int) -> list[list[int]]:
+    """Per row of ``(M, C)`` concept scores, the ids of the ``k`` largest, ties to the lower id. Concepts with zero
+    relevance are left out: they are no part of the concept above.
+
+    >>> top_nonzero(torch.tensor([[0.0, 2.0, 1.0, 2.0], [0.0, 0.0, -1.0, 0.0]]), 3)
+    [[1, 3, 2], [2]]
+    """
+    values = scores.tolist()
+    return [
+        [c for c in order if row[c] != 0][:k]
+        for order, row in zip(scores.argsort(dim=1, descending=True, stable=True).tolist(), values, strict=True)
+    ]

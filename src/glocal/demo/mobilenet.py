@@ -171,7 +171,7 @@ def run(
 ) -> DemoResult:
     """Explain ``photos`` through the top ``concepts`` channels of ``layer`` and write one PNG each to ``out_dir``;
     for the first ``structure_photos`` photos also an attribution graph and a concept path."""
-    from ..viz.figures import save_concept_figures
+    from ..viz.concepts import save_concept_figures
 
     model, class_names = load_model()
     images = load_photos(photos)

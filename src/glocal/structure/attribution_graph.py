@@ -26,333 +26,28 @@ backward pass of each decomposition runs only from the parent's layer to the lay
 from __future__ import annotations
 
 import functools
-import html
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 import torch
 
+from ..attribution.concepts import check_concept_id
 from ..attribution.conditions import Condition
 from ..attribution.engine import Attributor
-from ..attribution.inputs import check_gradients_enabled, check_input
-from ..attribution.layers import get_layer_names
+from ..attribution.inputs import check_gradients_enabled, check_one_sample
+from ..attribution.selectors import top_nonzero
 from ..attribution.targets import resolve_targets
-from ..errors import ConceptError, InputError, LayerError
+from ..errors import InputError, LayerError
 from ..progress import progress_bar
-from ..serialize import heatmap_entry, heatmap_from, read_json, tensor_from_dict, tensor_to_dict, write_json
-from .layer_graph import DEFAULT_TYPES, LayerGraph, block_layers, trace_layers
+from .concept_graph import ConceptEdge, ConceptGraph, ConceptNode
+from .layer_graph import LayerGraph, default_layer_graph
+from .steps import Steps, path_id
 
-if TYPE_CHECKING:
-    import networkx
-    from matplotlib.figure import Figure
+__all__ = ["MAX_NODES", "attribution_graph", "node_bound"]
 
-__all__ = [
-    "MAX_NODES",
-    "ConceptEdge",
-    "ConceptGraph",
-    "ConceptNode",
-    "attribution_graph",
-    "node_bound",
-    "parse_path",
-]
-
-Path_ = tuple[tuple[str, int], ...]
 
 MAX_NODES = 256
 """The default node budget of :func:`attribution_graph` (the default widths ``[8, 4, 2]`` give at most 105)."""
-
-
-@dataclass(frozen=True)
-class ConceptNode:
-    """One concept in an attribution graph, reached from the root along ``path``.
-
-    Attributes
-    ----------
-    id
-        The path as text, ``"layer:concept/layer:concept/..."`` from the root: unique in the graph.
-    layer, concept
-        The concept itself (the last element of ``path``).
-    path
-        ``((layer, concept), ...)`` from the root to this node.
-    relevance
-        ``R(node | path above it)``: the node's relevance when the relevance flows through its ancestors only.
-    share_of_root
-        ``relevance / R(root)``.
-    heatmap
-        The node's conditional heatmap ``(H, W)`` (input relevance through the whole path), when computed.
-    """
-
-    id: str
-    layer: str
-    concept: int
-    path: Path_
-    relevance: float
-    share_of_root: float
-    heatmap: torch.Tensor | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def depth(self) -> int:
-        return len(self.path) - 1
-
-    @property
-    def parent(self) -> str | None:
-        return _path_id(self.path[:-1]) if len(self.path) > 1 else None
-
-
-@dataclass(frozen=True)
-class ConceptEdge:
-    """Relevance flowing from a child concept into its parent (see the module docstring for the three values)."""
-
-    child: str
-    parent: str
-    relevance: float
-    share: float
-    normalized: float
-
-
-@dataclass(frozen=True)
-class ConceptGraph:
-    """The result of :func:`attribution_graph`: a tree of concepts rooted at the decomposed concept.
-
-    Nodes are identified by their path, so a lower concept reached through two parents appears twice, each time with
-    the relevance it passes along that path.
-    """
-
-    nodes: tuple[ConceptNode, ...]
-    edges: tuple[ConceptEdge, ...]
-    target: int
-    widths: tuple[int, ...]
-    prediction: torch.Tensor = field(compare=False, repr=False)
-    per_layer: bool = False
-
-    @property
-    def root(self) -> ConceptNode:
-        return self.nodes[0]
-
-    def node(self, node_id: str) -> ConceptNode:
-        for node in self.nodes:
-            if node.id == node_id:
-                return node
-        raise KeyError(f"no node {node_id!r} in the graph; ids look like {self.nodes[0].id!r}")
-
-    def children(self, node_id: str) -> list[tuple[ConceptNode, ConceptEdge]]:
-        """The children of a node with the edges into it, most relevant first."""
-        return [(self.node(edge.child), edge) for edge in self.edges if edge.parent == node_id]
-
-    # -- export -----------------------------------------------------------------------------------------------------
-
-    def to_dict(self, heatmaps: bool = False) -> dict[str, Any]:
-        """JSON-serialisable form; the nodes' heatmaps only with ``heatmaps=True`` (nested lists, large)."""
-        return {
-            "target": self.target,
-            "widths": list(self.widths),
-            "per_layer": self.per_layer,
-            "prediction": tensor_to_dict(self.prediction),
-            "nodes": [
-                {
-                    "id": node.id,
-                    "layer": node.layer,
-                    "concept": node.concept,
-                    "path": [[name, c] for name, c in node.path],
-                    "depth": node.depth,
-                    "parent": node.parent,
-                    "relevance": node.relevance,
-                    "share_of_root": node.share_of_root,
-                    **heatmap_entry(node.heatmap, heatmaps),
-                }
-                for node in self.nodes
-            ],
-            "edges": [
-                {
-                    "child": edge.child,
-                    "parent": edge.parent,
-                    "relevance": edge.relevance,
-                    "share": edge.share,
-                    "normalized": edge.normalized,
-                }
-                for edge in self.edges
-            ],
-        }
-
-    def to_json(self, path: str | Path | None = None, indent: int | None = 2, heatmaps: bool = False) -> str:
-        """The graph as JSON text (see :meth:`to_dict`); also written to ``path`` when given."""
-        return write_json(self.to_dict(heatmaps=heatmaps), path, indent)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ConceptGraph:
-        """The graph back from :meth:`to_dict`'s form (heatmaps where they were saved, else ``None``)."""
-        try:
-            nodes = tuple(
-                ConceptNode(
-                    id=str(item["id"]),
-                    layer=str(item["layer"]),
-                    concept=int(item["concept"]),
-                    path=tuple((str(name), int(c)) for name, c in item["path"]),
-                    relevance=float(item["relevance"]),
-                    share_of_root=float(item["share_of_root"]),
-                    heatmap=heatmap_from(item),
-                )
-                for item in data["nodes"]
-            )
-            edges = tuple(
-                ConceptEdge(
-                    child=str(item["child"]),
-                    parent=str(item["parent"]),
-                    relevance=float(item["relevance"]),
-                    share=float(item["share"]),
-                    normalized=float(item["normalized"]),
-                )
-                for item in data["edges"]
-            )
-            prediction = data.get("prediction")
-            return cls(
-                nodes=nodes,
-                edges=edges,
-                target=int(data["target"]),
-                widths=tuple(int(w) for w in data["widths"]),
-                prediction=tensor_from_dict(prediction) if prediction is not None else torch.empty(0),
-                per_layer=bool(data.get("per_layer", False)),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise InputError(
-                f"not an attribution graph in ConceptGraph.to_dict's form ({type(error).__name__}: {error}); "
-                "load what ConceptGraph.to_json wrote"
-            ) from error
-
-    @classmethod
-    def from_json(cls, source: str | Path) -> ConceptGraph:
-        """The graph back from :meth:`to_json`: a file path, or the JSON text itself."""
-        return cls.from_dict(read_json(source))
-
-    def to_networkx(self) -> networkx.DiGraph:
-        """A ``networkx.DiGraph`` with edges child -> parent (needs ``networkx``)."""
-        try:
-            import networkx
-        except ImportError as error:  # pragma: no cover - depends on the environment
-            raise ImportError("to_networkx needs networkx: pip install networkx") from error
-        graph = networkx.DiGraph(target=self.target)
-        for node in self.nodes:
-            graph.add_node(
-                node.id,
-                layer=node.layer,
-                concept=node.concept,
-                depth=node.depth,
-                relevance=node.relevance,
-                share_of_root=node.share_of_root,
-            )
-        for edge in self.edges:
-            graph.add_edge(
-                edge.child, edge.parent, relevance=edge.relevance, share=edge.share, normalized=edge.normalized
-            )
-        return graph
-
-    def to_dot(self, images: Mapping[str, str | Path] | None = None) -> str:
-        """Graphviz DOT text, edges drawn from parent down to child with width by share.
-
-        ``images`` maps node ids to picture files (e.g. saved heatmaps) shown inside the nodes.
-        """
-        lines = ["digraph attribution_graph {", "  rankdir=TB;", '  node [shape=box, fontname="Helvetica"];']
-        names = {node.id: f"n{i}" for i, node in enumerate(self.nodes)}
-        for node in self.nodes:
-            label = f"{node.layer}:{node.concept}\\n{100 * node.share_of_root:.1f}% of root"
-            attributes = [f'label="{_dot_escape(label)}"']
-            if images is not None and node.id in images:
-                attributes.append(f'image="{_dot_escape(str(images[node.id]))}"')
-                attributes.append('labelloc="b"')
-            lines.append(f"  {names[node.id]} [{', '.join(attributes)}];")
-        for edge in self.edges:
-            width = 0.5 + 4.0 * min(abs(edge.share), 1.0)
-            label = f"{100 * edge.share:.1f}%"
-            lines.append(
-                f'  {names[edge.parent]} -> {names[edge.child]} [label="{label}", penwidth={width:.2f}, dir=back];'
-            )
-        lines.append("}")
-        return "\n".join(lines) + "\n"
-
-    def figure(
-        self,
-        inputs: torch.Tensor | None = None,
-        size: float = 1.6,
-        dpi: float = 100.0,
-        max_width: int | None = 2000,
-    ) -> Figure:
-        """The graph drawn with every node's conditional heatmap (needs matplotlib); see
-        :func:`~glocal.viz.figures.graph_figure`.
-
-        Parameters
-        ----------
-        inputs
-            The sample ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1] shown beside the root, optional.
-        size
-            Inches per node.
-        dpi
-            Resolution the figure is drawn at.
-        max_width
-            The widest picture in pixels; a wider tree is wrapped into panels (``None``: never).
-        """
-        from ..viz.figures import graph_figure
-
-        return graph_figure(self, inputs=inputs, size=size, dpi=dpi, max_width=max_width)
-
-    def save(
-        self, path: str | Path, inputs: torch.Tensor | None = None, dpi: int = 120, max_width: int | None = 2000
-    ) -> Path:
-        """Draw the graph (see :meth:`figure`) into ``path`` (``.png``, ``.svg`` or ``.pdf``), at most ``max_width``
-        pixels wide."""
-        path = Path(path)
-        self.figure(inputs=inputs, dpi=dpi, max_width=max_width).savefig(path, dpi=dpi)
-        return path
-
-
-def _path_id(path: Path_) -> str:
-    return "/".join(f"{layer}:{concept}" for layer, concept in path)
-
-
-def _dot_escape(text: str) -> str:
-    return html.escape(text, quote=True).replace("\\\\", "\\")
-
-
-def parse_path(text: str) -> list[tuple[str, int]]:
-    """``"features.40:117 -> features.37:5"`` (or ``/`` or ``,`` between steps) to ``[("features.40", 117), ...]``.
-
-    >>> parse_path("features.40:117 -> features.37:5")
-    [('features.40', 117), ('features.37', 5)]
-    """
-    steps = []
-    for part in text.replace("->", "/").replace(",", "/").split("/"):
-        part = part.strip()
-        if not part:
-            continue
-        layer, sep, concept = part.rpartition(":")
-        if not sep or not layer or ":" in layer or not concept.strip().lstrip("-").isdigit():
-            raise InputError(
-                f"cannot read {part!r} as a path step; write layer:concept and separate the steps with '->', e.g. "
-                "'features.40:117 -> features.37:5'"
-            )
-        steps.append((layer.strip(), int(concept)))
-    if not steps:
-        raise InputError(f"the path {text!r} names no step; write e.g. 'features.40:117 -> features.37:5'")
-    return steps
-
-
-def _one_sample(data: Any) -> torch.Tensor:
-    data = check_input(data if not isinstance(data, torch.Tensor) or data.dim() > 1 else data.unsqueeze(0))
-    if data.shape[0] != 1:
-        raise InputError(
-            f"an attribution graph explains one sample; got a batch of {data.shape[0]}. Pass data[i:i + 1]."
-        )
-    return data
-
-
-def _check_concept(attributor: Attributor, layer: str, concept: int, shape: torch.Size) -> None:
-    count = attributor.concept(layer).count(shape)
-    if not 0 <= int(concept) < count:
-        raise ConceptError(
-            f"concept {concept} is out of range: layer {layer!r} has {count} concepts (0 to {count - 1})"
-        )
 
 
 def attribution_graph(
@@ -416,7 +111,7 @@ def attribution_graph(
         For more than one sample, a target out of range, or ``widths`` that could exceed ``max_nodes``.
     """
     check_gradients_enabled()
-    data = _one_sample(data)
+    data = check_one_sample(data)
     widths = tuple(int(w) for w in widths)
     if any(w < 1 for w in widths):
         raise ValueError(f"widths must be positive numbers of children per level, got {list(widths)}")
@@ -438,25 +133,25 @@ def attribution_graph(
         prediction = run.output.detach()
         target = resolve_targets(target, prediction[:1])[0]
         shape = run.probes[layer].below.shape[1:]  # type: ignore[union-attr]
-        _check_concept(attributor, layer, concept, shape)
+        check_concept_id(attributor.concept(layer), layer, concept, shape)
 
         def concept_relevance(result_relevance: torch.Tensor, name: str) -> torch.Tensor:
             return attributor.concept(name).relevance(result_relevance).detach().double()
 
         plain = run.attribute(Condition(targets=(target,)), record=[layer])
         root_relevance = float(concept_relevance(plain.relevances[layer], layer)[0, int(concept)])
-        root_path: Path_ = ((layer, int(concept)),)
-        ids = {root_path: _path_id(root_path)}
+        root_path: Steps = ((layer, int(concept)),)
+        ids = {root_path: path_id(root_path)}
         nodes = [_node(root_path, ids[root_path], root_relevance, root_relevance)]
         relevance_of = {root_path: root_relevance}
         edges: list[ConceptEdge] = []
         frontier = [root_path]
         for width in widths:
-            next_frontier: list[Path_] = []
-            by_layer: dict[str, list[Path_]] = {}
+            next_frontier: list[Steps] = []
+            by_layer: dict[str, list[Steps]] = {}
             for path in frontier:
                 by_layer.setdefault(path[-1][0], []).append(path)
-            children_of: dict[Path_, list[tuple[Path_, ConceptEdge]]] = {}
+            children_of: dict[Steps, list[tuple[Steps, ConceptEdge]]] = {}
             for parent_layer, paths in by_layer.items():
                 lower = list(graph.inputs[parent_layer])
                 if not lower:
@@ -469,10 +164,10 @@ def attribution_graph(
                     scores = concept_relevance(result.relevances[name], name)
                     rows[name] = scores.tolist()
                     totals[name] = scores.abs().sum(1).tolist()
-                    chosen[name] = _ranked(scores, width)
+                    chosen[name] = top_nonzero(scores, width)
                 for m, path in enumerate(paths):
                     parent_relevance = relevance_of[path]
-                    found: list[tuple[Path_, ConceptEdge]] = []
+                    found: list[tuple[Steps, ConceptEdge]] = []
                     picked = [(name, c) for name in lower for c in chosen[name][m]]
                     if not per_layer:  # the largest over all input layers; ties: the earlier layer, then the lower id
                         order = {name: i for i, name in enumerate(lower)}
@@ -514,15 +209,6 @@ def attribution_graph(
         prediction=prediction.cpu(),
         per_layer=per_layer,
     )
-
-
-def default_layer_graph(model: torch.nn.Module, data: torch.Tensor, layer: str) -> LayerGraph:
-    """The layer graph used when none is given: the model's conv and linear layers, or, when ``layer`` is the output
-    of a block (see :func:`~glocal.structure.layer_graph.block_layers`) rather than one of those layers, the
-    blocks' outputs."""
-    if layer not in get_layer_names(model, list(DEFAULT_TYPES)) and layer in block_layers(model):
-        return trace_layers(model, data, granularity="blocks")
-    return trace_layers(model, data)
 
 
 def node_bound(graph: LayerGraph, layer: str, widths: Sequence[int], per_layer: bool = False) -> int:
@@ -570,21 +256,11 @@ def _check_budget(graph: LayerGraph, layer: str, widths: tuple[int, ...], per_la
     )
 
 
-def _ranked(scores: torch.Tensor, k: int) -> list[list[int]]:
-    """Per row of ``(M, C)`` concept scores, the ids of the ``k`` largest, ties to the lower id. Concepts with zero
-    relevance are left out: they are no part of the concept above."""
-    values = scores.tolist()
-    return [
-        [c for c in order if row[c] != 0][:k]
-        for order, row in zip(scores.argsort(dim=1, descending=True, stable=True).tolist(), values, strict=True)
-    ]
-
-
 def _ratio(value: float, total: float) -> float:
     return value / total if total != 0 and math.isfinite(total) else 0.0
 
 
-def _node(path: Path_, id: str, relevance: float, root_relevance: float) -> ConceptNode:
+def _node(path: Steps, id: str, relevance: float, root_relevance: float) -> ConceptNode:
     layer, concept = path[-1]
     return ConceptNode(
         id=id,

@@ -19,6 +19,10 @@ outputs of the model's blocks instead (:func:`block_layers`: torchvision's ``Inv
 ``Bottleneck``, and any module whose output is a residual sum), plus the conv and linear layers outside any block;
 in a ResNet or a MobileNetV2 they form a simple chain.
 
+The module is one idea kept whole (a little over 400 lines): the two ways of looking must give the same graph, so
+their rules for what links two layers (skip connections, metadata-only operations, in-place operations) are read side
+by side.
+
 >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 3))
 >>> trace_layers(net, torch.rand(1, 1, 8, 8)).inputs
 {'0': (), '2': ('0',)}
@@ -44,7 +48,16 @@ from ..attribution.layers import get_layer_names, resolve_layers
 from ..attribution.session import Probe, Session
 from ..errors import InputError, LayerError
 
-__all__ = ["BLOCK_TYPES", "DEFAULT_TYPES", "GRANULARITIES", "METHODS", "LayerGraph", "block_layers", "trace_layers"]
+__all__ = [
+    "BLOCK_TYPES",
+    "DEFAULT_TYPES",
+    "GRANULARITIES",
+    "METHODS",
+    "LayerGraph",
+    "block_layers",
+    "default_layer_graph",
+    "trace_layers",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -229,6 +242,15 @@ def block_layers(model: torch.nn.Module, types: Sequence[type] = DEFAULT_TYPES) 
     outside = [name for name, module in modules if isinstance(module, wanted) and not name.startswith(inside)]
     order = {name: position for position, (name, _) in enumerate(modules)}
     return sorted([*blocks, *outside], key=order.__getitem__)
+
+
+def default_layer_graph(model: torch.nn.Module, data: torch.Tensor, layer: str) -> LayerGraph:
+    """The layer graph used when none is given: the model's conv and linear layers, or, when ``layer`` is the output
+    of a block (see :func:`~glocal.structure.layer_graph.block_layers`) rather than one of those layers, the
+    blocks' outputs."""
+    if layer not in get_layer_names(model, list(DEFAULT_TYPES)) and layer in block_layers(model):
+        return trace_layers(model, data, granularity="blocks")
+    return trace_layers(model, data)
 
 
 def _ends_in_residual_sum(module: torch.nn.Module) -> bool:

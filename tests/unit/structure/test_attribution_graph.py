@@ -1,8 +1,6 @@
-"""glocal's own attribution graphs: edges equal brute-force conditional relevances; exports and pictures."""
+"""glocal's own attribution graphs: edges equal brute-force conditional relevances, widths, budgets and bad input."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
@@ -11,7 +9,8 @@ from zennit.composites import EpsilonPlus, EpsilonPlusFlat
 
 from glocal import Attributor, LayerGraph
 from glocal.errors import ConceptError, InputError, LayerError, TargetError
-from glocal.structure.attribution_graph import ConceptGraph, attribution_graph, node_bound, parse_path
+from glocal.structure.attribution_graph import attribution_graph, node_bound
+from glocal.structure.concept_graph import ConceptGraph
 
 
 def _most_relevant(attributor, sample, layer, target):
@@ -93,22 +92,6 @@ def test_node_budget_is_checked_before_any_work(skip_net, digits):
     assert len(graph.nodes) <= 26
 
 
-def test_json_round_trip_with_and_without_heatmaps(skip_net, digits, tmp_path):
-    attributor = Attributor(skip_net, EpsilonPlus())
-    sample = digits[2:3]
-    graph = attribution_graph(attributor, sample, "linear1", 1, widths=[3, 2], heatmaps=True)
-    loaded = ConceptGraph.from_json(graph.to_json(tmp_path / "graph.json", heatmaps=True))
-    assert loaded == graph  # nodes, edges, target, widths (heatmaps and prediction compare below)
-    torch.testing.assert_close(loaded.prediction, graph.prediction, rtol=0, atol=0)
-    for ours, theirs in zip(loaded.nodes, graph.nodes, strict=True):
-        assert ours.path == theirs.path and ours.depth == theirs.depth
-        torch.testing.assert_close(ours.heatmap, theirs.heatmap, rtol=0, atol=0)
-    plain = ConceptGraph.from_dict(json.loads(graph.to_json(indent=None)))  # heatmaps left out by default
-    assert plain == graph and all(node.heatmap is None for node in plain.nodes)
-    with pytest.raises(InputError, match="to_dict's form"):
-        ConceptGraph.from_dict({"nodes": []})
-
-
 def test_node_heatmaps_are_the_path_conditional_heatmaps(skip_net, digits):
     attributor = Attributor(skip_net, EpsilonPlus())
     sample = digits[1:2]
@@ -131,25 +114,6 @@ def test_both_path_settings_agree_on_a_sequential_model(conv_net, images):
         assert a.relevance == pytest.approx(b.relevance, rel=1e-5, abs=1e-8)
 
 
-def test_exports(skip_graph, tmp_path):
-    _, sample, graph = skip_graph
-    data = json.loads(graph.to_json(tmp_path / "graph.json"))
-    assert (tmp_path / "graph.json").exists()
-    assert [n["id"] for n in data["nodes"]] == [n.id for n in graph.nodes]
-    assert data["edges"][0]["share"] == graph.edges[0].share
-    networkx = pytest.importorskip("networkx")
-    digraph = graph.to_networkx()
-    assert isinstance(digraph, networkx.DiGraph)
-    assert digraph.number_of_nodes() == len(graph.nodes) and digraph.number_of_edges() == len(graph.edges)
-    edge = graph.edges[0]
-    assert digraph.edges[edge.child, edge.parent]["relevance"] == edge.relevance
-    dot = graph.to_dot(images={graph.root.id: "root.png"})
-    assert dot.startswith("digraph") and dot.count("->") == len(graph.edges) and 'image="root.png"' in dot
-    pytest.importorskip("matplotlib")
-    path = graph.save(tmp_path / "graph.png", inputs=sample)
-    assert path.stat().st_size > 1000
-
-
 def test_bad_input_and_model_unchanged(skip_net, digits):
     attributor = Attributor(skip_net, EpsilonPlus())
     before = [(len(m._forward_hooks), len(m._forward_pre_hooks), m.training) for m in skip_net.modules()]
@@ -165,21 +129,6 @@ def test_bad_input_and_model_unchanged(skip_net, digits):
         attribution_graph(attributor, digits[:1], "linear1", 0, target=9)
     assert before == [(len(m._forward_hooks), len(m._forward_pre_hooks), m.training) for m in skip_net.modules()]
     assert all(p.grad is None for p in skip_net.parameters())
-
-
-def test_parse_path():
-    assert parse_path("features.40:117 -> features.37:5/features.34:392") == [
-        ("features.40", 117),
-        ("features.37", 5),
-        ("features.34", 392),
-    ]
-    with pytest.raises(InputError, match="layer:concept"):
-        parse_path("features.40")
-    # a mistyped separator is named as such, not taken for a layer 'features.40:117 > features.37'
-    with pytest.raises(
-        InputError, match=r"cannot read 'features.40:117 > features.37:5'.*separate the steps with '->'"
-    ):
-        parse_path("features.40:117 > features.37:5")
 
 
 def test_block_graph_of_the_real_mobilenet_v2():

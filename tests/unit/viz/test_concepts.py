@@ -1,9 +1,8 @@
-"""Heatmap images and concept figures: colours, layout and titles carry the numbers they should."""
+"""Concept figures: layout and titles carry the numbers they should; files are written as asked."""
 
 from __future__ import annotations
 
 import builtins
-import io
 import sys
 
 import numpy as np
@@ -13,7 +12,7 @@ from PIL import Image
 from zennit.composites import EpsilonPlus
 
 from glocal import ConceptExplainer, ConceptExplanation
-from glocal.viz.figures import concept_figure, figure_size, heatmap_image, save_concept_figures
+from glocal.viz.concepts import concept_figure, figure_size, save_concept_figures
 
 pytest.importorskip("matplotlib")
 
@@ -40,65 +39,6 @@ def _explanation(
         concept_shares=torch.tensor(shares),
         concept_heatmaps=heatmap[:, None].repeat(1, k, 1, 1),
     )
-
-
-# -- heatmap_image -----------------------------------------------------------------------------------------------------
-
-
-def test_zero_maps_to_the_colour_map_centre_and_signs_to_red_and_blue():
-    image = heatmap_image(torch.tensor([[-3.0, -1.5, 0.0, 1.5, 3.0]]))
-    assert image.mode == "RGB" and image.size == (5, 1)
-    pixels = [image.getpixel((x, 0)) for x in range(5)]
-    assert pixels[0] == BLUE and pixels[2] == WHITE and pixels[4] == RED
-    # half of the largest value is half way to the end colour: pale blue, pale red
-    light_blue, light_red = pixels[1], pixels[3]
-    assert light_blue[2] == 255 and 110 < light_blue[0] == light_blue[1] < 145
-    assert light_red[0] == 255 and 110 < light_red[1] == light_red[2] < 145
-
-
-def test_symmetric_scaling_uses_the_largest_absolute_value():
-    # -1 is a third of the bound 3, so it is much paler than the full blue it would be with min-max scaling.
-    image = heatmap_image(torch.tensor([[-1.0, 0.0, 3.0]]))
-    assert image.getpixel((1, 0)) == WHITE
-    assert image.getpixel((2, 0)) == RED
-    assert image.getpixel((0, 0))[0] > 150  # pale blue: red and green channels still high
-
-
-def test_vmax_gives_several_heatmaps_one_scale():
-    image = heatmap_image(torch.tensor([[1.0, 2.0]]), vmax=2.0)
-    assert image.getpixel((1, 0)) == RED
-    assert image.getpixel((0, 0)) != RED
-
-
-def test_percentile_saturates_the_extremes():
-    heatmap = torch.cat([torch.full((99,), 1.0), torch.tensor([100.0])]).view(1, 100)
-    plain = heatmap_image(heatmap)
-    clipped = heatmap_image(heatmap, percentile=90)
-    assert plain.getpixel((0, 0))[1] > 240  # 1 out of 100: nearly white
-    assert clipped.getpixel((0, 0)) == RED and clipped.getpixel((99, 0)) == RED
-
-
-def test_all_zero_heatmap_is_all_centre_colour():
-    image = heatmap_image(torch.zeros(3, 4))
-    assert np.all(np.asarray(image) == 255)
-
-
-def test_unsigned_scaling_maps_minimum_and_maximum_to_the_ends():
-    image = heatmap_image(np.array([[2.0, 3.0, 4.0]]), symmetric=False)
-    assert [image.getpixel((x, 0)) for x in range(3)] == [BLUE, WHITE, RED]
-
-
-def test_other_zennit_colour_maps():
-    image = heatmap_image(torch.tensor([[-1.0, 0.0, 1.0]]), cmap="coldnhot")
-    assert image.getpixel((1, 0)) == (0, 0, 0)  # coldnhot is centred on black
-    assert image.getpixel((2, 0)) == WHITE
-
-
-def test_heatmap_image_rejects_batches_and_nan():
-    with pytest.raises(ValueError, match=r"shape \(H, W\)"):
-        heatmap_image(torch.zeros(2, 3, 4))
-    with pytest.raises(ValueError, match="NaN"):
-        heatmap_image(torch.tensor([[float("nan")]]))
 
 
 # -- concept_figure ----------------------------------------------------------------------------------------------------
@@ -195,49 +135,3 @@ def test_figure_of_a_real_explanation(conv_net, images):
         figure.axes[2:], explanation.concept_ids[1], explanation.concept_shares[1].tolist(), strict=True
     ):
         assert axes.get_title() == f"concept {concept_id}\n{share:+.1%}"
-
-
-def _wide_graph(children: int, grandchildren: int):
-    """A hand-made attribution graph: a root with ``children`` children of ``grandchildren`` children each."""
-    from glocal.structure.attribution_graph import ConceptEdge, ConceptGraph, ConceptNode
-
-    nodes = [ConceptNode("top:0", "top", 0, (("top", 0),), 1.0, 1.0)]
-    edges = []
-    for c in range(children):
-        path = (("top", 0), ("mid", c))
-        nodes.append(ConceptNode(f"top:0/mid:{c}", "mid", c, path, 0.5, 0.5))
-        edges.append(ConceptEdge(f"top:0/mid:{c}", "top:0", 0.5, 0.5 if c else -0.2, 0.1))
-    for c in range(children):
-        for g in range(grandchildren):
-            path = (("top", 0), ("mid", c), ("low", g))
-            nodes.append(ConceptNode(f"top:0/mid:{c}/low:{g}", "low", g, path, 0.3, 0.3))
-            edges.append(ConceptEdge(nodes[-1].id, f"top:0/mid:{c}", 0.3, 1.24, 0.1))
-    return ConceptGraph(
-        tuple(nodes), tuple(edges), target=1, widths=(children, grandchildren), prediction=torch.ones(1, 2)
-    )
-
-
-def _pixels(figure) -> tuple[int, int]:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=figure.dpi)
-    return Image.open(buffer).size
-
-
-def test_small_graph_is_a_tree_and_a_wide_one_wraps_within_the_width_cap():
-    from glocal.viz.figures import graph_figure
-
-    small = graph_figure(_wide_graph(2, 2), dpi=50)
-    assert _pixels(small) == (int(4 * 1.6 * 50), pytest.approx(small.get_size_inches()[1] * 50, abs=1))
-    assert "Wrapped" not in small.texts[0].get_text() and "more than 100 %" in small.texts[0].get_text()
-    graph = _wide_graph(12, 4)  # 48 leaves: 76.8 inches as a tree
-    wide = graph_figure(graph, dpi=50, max_width=1000)
-    width, height = _pixels(wide)
-    assert width <= 1000 and height > width / 2  # wrapped: it grows downwards instead
-    assert "Wrapped to fit" in wide.texts[0].get_text()
-    titles = [axes.get_title() for axes in wide.axes[1:]]
-    assert len(titles) == len(graph.nodes) and "low:3\n+124.0% of parent" in titles[-1]
-    assert "mid:0\n-20.0% of parent" in titles[1]
-    narrower = graph_figure(_wide_graph(2, 2), dpi=50, max_width=300)  # 320 px as a tree: smaller nodes instead
-    assert _pixels(narrower)[0] == 300 and "Wrapped" not in narrower.texts[0].get_text()
-    unbounded = graph_figure(graph, dpi=50, max_width=None)
-    assert _pixels(unbounded)[0] == int(48 * 1.6 * 50)  # the plain tree, as wide as it needs
