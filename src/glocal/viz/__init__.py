@@ -3,7 +3,7 @@
 Needs matplotlib (``pip install "glocal[viz]"``) for figures; nothing below this package imports it at module level."""
 
 from ..index.references import reference_grid
-from ..structure.atlas import atlas_figure, atlas_thumbnails
+from .atlas import atlas_figure, atlas_thumbnails
 from .figures import concept_figure, graph_figure, path_figure, save_concept_figures
 from .images import heatmap_image
 

@@ -19,13 +19,12 @@ from glocal.structure.atlas import (
     AtlasEntry,
     ConceptAtlas,
     Fragmentation,
-    atlas_figure,
-    atlas_thumbnails,
     centre_square,
     concept_atlas,
     fragment,
     fragment_atlas,
 )
+from glocal.viz.atlas import atlas_figure, atlas_thumbnails
 
 SKIP_LAYERS = ["conv1", "conv2", "parallel.0", "linear1"]
 
