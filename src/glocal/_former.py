@@ -44,55 +44,56 @@ FORMER: dict[str, tuple[str, ...]] = {
 }
 
 
+# 0.1 modules whose path is now a subpackage of another idea (glocal.structure held the model inspection for LRP):
+# their old names are found through that package's ``__getattr__``
+REPLACED = ("structure",)
+_warned: set[str] = set()
+
+
+def moved(former: str, attribute: str) -> Any:
+    """``attribute`` of the 0.1 module ``glocal.<former>``, from the module that holds it now (warning once per
+    former module with a :class:`DeprecationWarning`); :class:`AttributeError` when none has it."""
+    homes = FORMER[former]
+    if not attribute.startswith("__"):
+        for home in homes:
+            module = importlib.import_module(home)
+            if hasattr(module, attribute):
+                if former not in _warned:
+                    _warned.add(former)
+                    warnings.warn(
+                        f"glocal.{former} moved to {home}: import {attribute} from there "
+                        "(the old path keeps working for now).",
+                        DeprecationWarning,
+                        stacklevel=3,
+                    )
+                return getattr(module, attribute)
+    raise AttributeError(f"module 'glocal.{former}' (moved to {', '.join(homes)}) has no attribute {attribute!r}")
+
+
 class FormerModule(types.ModuleType):
     """A former module path: attribute lookups go to the modules that hold the names now."""
 
-    def __init__(self, name: str, homes: tuple[str, ...]) -> None:
-        super().__init__(f"glocal.{name}", f"Moved: see {', '.join(homes)}.")
-        self._homes = homes
-        self._warned = False
+    def __init__(self, name: str) -> None:
+        super().__init__(f"glocal.{name}", f"Moved: see {', '.join(FORMER[name])}.")
+        self._former = name
 
     def __getattr__(self, attribute: str) -> Any:
-        if attribute.startswith("__"):
-            raise AttributeError(attribute)
-        for home in self._homes:
-            try:
-                module = importlib.import_module(home)
-            except ModuleNotFoundError as error:
-                if error.name != home:  # the home exists but needs something missing (matplotlib): say so
-                    raise
-                continue
-            if hasattr(module, attribute):
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(
-                        f"{self.__name__} moved to {home}: import {attribute} from there "
-                        f"(the old path keeps working for now).",
-                        DeprecationWarning,
-                        stacklevel=2,
-                    )
-                return getattr(module, attribute)
-        raise AttributeError(f"module {self.__name__!r} (moved to {', '.join(self._homes)}) has no {attribute!r}")
+        return moved(self._former, attribute)
 
     def __dir__(self) -> list[str]:
-        names: set[str] = set()
-        for home in self._homes:
-            try:
-                names.update(dir(importlib.import_module(home)))
-            except ModuleNotFoundError:
-                continue
-        return sorted(names)
+        return sorted({name for home in FORMER[self._former] for name in dir(importlib.import_module(home))})
 
 
 def install() -> None:
     """Register the former paths in ``sys.modules``, so that ``import glocal.atlas`` finds them."""
-    for name, homes in FORMER.items():
-        sys.modules.setdefault(f"glocal.{name}", FormerModule(name, homes))
+    for name in FORMER:
+        if name not in REPLACED:
+            sys.modules.setdefault(f"glocal.{name}", FormerModule(name))
 
 
 def attribute(name: str) -> types.ModuleType:
     """``glocal.<name>`` for a former module (``glocal.__getattr__``; names glocal defines, such as the function
     ``glocal.attribution_graph``, are found before it is asked)."""
-    if name in FORMER:
+    if name in FORMER and name not in REPLACED:
         return sys.modules[f"glocal.{name}"]
     raise AttributeError(f"module 'glocal' has no attribute {name!r}")

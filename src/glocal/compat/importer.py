@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InputError
 from ..index import MODES, ConceptIndex, LayerStatistics
 from ..index.storage import IndexStore

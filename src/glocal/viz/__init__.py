@@ -4,7 +4,8 @@ Needs matplotlib (``pip install "glocal[viz]"``) for figures; nothing below this
 
 from ..index.references import reference_grid
 from .atlas import atlas_figure, atlas_thumbnails
-from .figures import concept_figure, graph_figure, path_figure, save_concept_figures
+from .concepts import concept_figure, save_concept_figures
+from .graphs import graph_figure, path_figure
 from .images import heatmap_image
 
 __all__ = [
