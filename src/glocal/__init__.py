@@ -6,10 +6,11 @@ from . import _former
 from ._version import __version__
 from .attribution.concepts import ChannelConcept, Concept, NeuronConcept, RegionConcept, relevance_shares
 from .attribution.conditions import Condition, PerSample
-from .attribution.engine import Attributor, Run
+from .attribution.engine import Attributor
 from .attribution.explain import ConceptExplainer, ConceptExplanation
 from .attribution.layers import get_layer_names
 from .attribution.results import Attribution
+from .attribution.run import Run
 from .attribution.selectors import CoveringShare, Ids, Selector, TopK
 from .errors import (
     CanonizerWarning,

@@ -11,18 +11,30 @@ output modifiers, gradient mapper, reducer of a :class:`zennit.core.BasicHook`) 
 
 Terms whose modified input is zero everywhere (e.g. the negative part of z+ on post-ReLU activations) contribute
 nothing and are skipped at backward time. Rules that are not :class:`~zennit.core.BasicHook` (nor ``Pass``) fall
-back to zennit's own hook, which is exact but recomputes its forward terms on every backward pass.
+back to zennit's own hook, which is exact but recomputes its forward terms on every backward pass. Linear and
+convolution layers get their modified parameters from :mod:`glocal.attribution.affine`, computed once per rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 import zennit.core
 import zennit.rules
 from zennit.core import BasicHook, Hook
+
+from .affine import (
+    AFFINE_MODULES,
+    FUNCTIONAL_AFFINE,
+    ModifiedParameters,
+    affine,
+    affine_transposed,
+    bias_map,
+    modified_module,
+    same_params,
+)
 
 __all__ = ["RelevanceStep", "attach_rules"]
 
@@ -38,36 +50,7 @@ _PRODUCT_REDUCER_RULES: tuple[type, ...] = tuple(
     if hasattr(zennit.rules, name)
 )
 
-
-_AFFINE_MODULES = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
-# modules whose forward is a plain function of (input, weight, bias): their modified parameters can be kept
-_FUNCTIONAL_AFFINE = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 _SMALL = 1 << 16  # up to this many elements, counting beats min/max
-
-
-def _modified_module(hook: BasicHook, param_modifier: Any, module: torch.nn.Module) -> Any:
-    """The context manager that temporarily modifies ``module``'s parameters, for zennit 0.4.6 and >= 0.4.7."""
-    param_mod = getattr(zennit.core, "ParamMod", None)
-    if param_mod is not None:
-        return param_mod.ensure(param_modifier)(module)
-    return zennit.core.mod_params(  # zennit <= 0.4.6
-        module, param_modifier, param_keys=hook.param_keys, require_params=hook.require_params
-    )
-
-
-def _same_params(modified: torch.nn.Module, params: dict[str, torch.nn.Parameter]) -> bool:
-    """Whether the parameter modifier left every parameter of the module as it is (same memory, same shape)."""
-    return all(_same_tensor(getattr(modified, name, None), param) for name, param in params.items())
-
-
-def _same_tensor(value: torch.Tensor | None, param: torch.Tensor) -> bool:
-    """Whether ``value`` is ``param``'s memory, seen the same way (a modifier that changed nothing)."""
-    return (
-        value is not None
-        and value.data_ptr() == param.data_ptr()
-        and value.shape == param.shape
-        and value.stride() == param.stride()
-    )
 
 
 def _nonzero(tensor: torch.Tensor) -> bool:
@@ -107,111 +90,6 @@ def _coefficient(reducer: Callable[..., Any], k: int, terms: int, like: torch.Te
     one, zero = _scalar(1.0, like), _scalar(0.0, like)
     units_t = [one if j == k else zero for j in range(terms)]
     return reducer(units_t, units_t)
-
-
-class ModifiedParameters:
-    """The weight and bias each term of a rule gives an affine module, computed once while its parameters stay.
-
-    zennit modifies parameters inside a context manager on every call; for one module under one rule the result
-    only changes when the module's own parameters do (checked through their memory and version counters).
-    """
-
-    def __init__(self, hook: BasicHook, module: torch.nn.Module) -> None:
-        self.hook = hook
-        self.module = module
-        self._token: tuple[Any, ...] | None = None
-        self._terms: list[tuple[torch.Tensor, torch.Tensor | None, bool]] = []
-
-    def terms(self) -> list[tuple[torch.Tensor, torch.Tensor | None, bool]]:
-        """Per term: ``(weight, bias, unchanged)``, ``unchanged`` when the modifier left every parameter as it is."""
-        params = {name: p for name, p in self.module._parameters.items() if p is not None}
-        token = tuple((name, p.data_ptr(), p._version) for name, p in params.items())
-        if token != self._token:
-            terms = []
-            for param_mod in self.hook.param_modifiers:
-                term = _direct_term(param_mod, self.module, params)
-                if term is None:
-                    with _modified_module(self.hook, param_mod, self.module) as modified:
-                        bias = getattr(modified, "bias", None)
-                        term = (
-                            modified.weight.detach(),
-                            None if bias is None else bias.detach(),
-                            _same_params(modified, params),
-                        )
-                terms.append(term)
-            self._terms, self._token = terms, token
-        return self._terms
-
-
-def _direct_term(
-    param_mod: Any, module: torch.nn.Module, params: dict[str, torch.nn.Parameter]
-) -> tuple[torch.Tensor, torch.Tensor | None, bool] | None:
-    """What ``zennit.core.ParamMod`` would set ``module``'s weight and bias to, without setting them (its context
-    manager replaces and restores the parameters, several times slower); ``None`` where that shortcut does not apply
-    (zennit <= 0.4.6, a ParamMod subclass, missing parameters)."""
-    param_mod_type = getattr(zennit.core, "ParamMod", None)
-    if param_mod_type is None:
-        return None
-    param_mod = param_mod_type.ensure(param_mod)
-    if type(param_mod).__call__ is not param_mod_type.__call__:
-        return None
-    keys = list(params) if param_mod.param_keys is None else list(param_mod.param_keys)
-    if "weight" not in params or any(key not in params and not hasattr(module, key) for key in keys):
-        return None  # zennit raises or skips: let it
-    modifier = zennit.core.zero_wrap(param_mod.zero_params or [])(param_mod.modifier)
-    values: dict[str, torch.Tensor | None] = {"weight": params.get("weight"), "bias": params.get("bias")}
-    unchanged = True
-    for key in keys:
-        param = params.get(key)
-        if param is None:
-            continue
-        value = modifier(param.data, key)
-        unchanged = unchanged and _same_tensor(value, param)
-        values[key] = value
-    weight, bias = values["weight"], values["bias"]
-    assert weight is not None
-    return weight.detach(), None if bias is None else bias.detach(), unchanged
-
-
-def _affine(
-    module: torch.nn.Module, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
-    if isinstance(module, torch.nn.Linear):
-        return torch.nn.functional.linear(input, weight, bias)
-    return module._conv_forward(input, weight, bias)  # type: ignore[operator]
-
-
-def _affine_transposed(
-    module: torch.nn.Module, weight: torch.Tensor, grad: torch.Tensor, input: torch.Tensor
-) -> torch.Tensor:
-    """``J^T grad`` of the affine map with ``weight`` at ``input`` (differentiable in ``grad``, for double backward)."""
-    if isinstance(module, torch.nn.Linear):
-        return grad.matmul(weight)
-    conv = cast(torch.nn.modules.conv._ConvNd, module)
-    dims = input.dim() - 2
-    return torch.ops.aten.convolution_backward(
-        grad,
-        input,
-        weight,
-        None,
-        list(conv.stride),
-        list(conv.padding),
-        list(conv.dilation),
-        False,
-        [0] * dims,
-        conv.groups,
-        [True, False, False],
-    )[0]
-
-
-def _bias_map(module: torch.nn.Module, bias: torch.Tensor | None, output: torch.Tensor) -> torch.Tensor:
-    """What an affine ``module`` with ``bias`` returns for an all-zero input whose true output is shaped ``output``."""
-    if bias is None:
-        return torch.zeros_like(output)
-    bias = bias.detach().to(output)
-    if isinstance(module, torch.nn.Linear):
-        return bias.expand_as(output).clone()
-    return bias.view(1, -1, *([1] * (output.dim() - 2))).expand_as(output).clone()
 
 
 def _as_list(value: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -290,16 +168,16 @@ class BasicRuleStep(RelevanceStep):
                 transposed: torch.Tensor | None = weight
                 with torch.no_grad():
                     if not live:  # a zero input gives the bias: no need to run the layer
-                        modified_output = out_mod(_bias_map(module, bias, output))
+                        modified_output = out_mod(bias_map(module, bias, output))
                     elif same_input and unchanged and out_mod(output) is output:
                         modified_output = output.detach()  # the module's own forward: reuse its output
                         self._reused.add(k)
                     else:
-                        plain = _affine(module, modified_input, weight, bias)
+                        plain = affine(module, modified_input, weight, bias)
                         modified_output = out_mod(plain)
                         if modified_output is not plain:  # an output modifier: its derivative is needed
                             with torch.enable_grad():
-                                modified_output = out_mod(_affine(module, modified_input, weight, bias))
+                                modified_output = out_mod(affine(module, modified_input, weight, bias))
                             transposed = None
                 if live and transposed is not None:
                     self._transposed[k] = transposed
@@ -308,8 +186,8 @@ class BasicRuleStep(RelevanceStep):
                 self._grad_inputs.append(grad_input)
                 self.live.append(live)
                 continue
-            with _modified_module(hook, param_mod, module) as modified, torch.enable_grad():
-                if live and same_input and input.requires_grad and _same_params(modified, params):
+            with modified_module(hook, param_mod, module) as modified, torch.enable_grad():
+                if live and same_input and input.requires_grad and same_params(modified, params):
                     modified_output = out_mod(output)
                     if modified_output is output:
                         # an unmodified term (e.g. the epsilon rule) is the module's own forward: reuse its output
@@ -317,10 +195,10 @@ class BasicRuleStep(RelevanceStep):
                         grad_input = input
                     else:
                         modified_output = out_mod(modified.forward(modified_input))
-                elif live or not isinstance(module, _AFFINE_MODULES):
+                elif live or not isinstance(module, AFFINE_MODULES):
                     modified_output = out_mod(modified.forward(modified_input))
                 else:  # an affine layer maps a zero input to its bias: no need to run it
-                    modified_output = out_mod(_bias_map(modified, getattr(modified, "bias", None), output))
+                    modified_output = out_mod(bias_map(modified, getattr(modified, "bias", None), output))
             self.inputs.append(modified_input)
             self.outputs.append(modified_output)
             self._grad_inputs.append(grad_input)
@@ -369,7 +247,7 @@ class BasicRuleStep(RelevanceStep):
         through_graph = [k for k in live if k not in self._transposed]
         for k in live:
             if k in self._transposed:
-                gradients[k] = _affine_transposed(self.module, self._transposed[k], grad_outputs[k], self.inputs[k])
+                gradients[k] = affine_transposed(self.module, self._transposed[k], grad_outputs[k], self.inputs[k])
         if through_graph:
             computed = torch.autograd.grad(
                 [self.outputs[k] for k in through_graph],
@@ -415,7 +293,7 @@ def _step_factory(hook: Hook, module: torch.nn.Module) -> StepFactory | None:
         )
         if (
             numeric_padding
-            and isinstance(module, _FUNCTIONAL_AFFINE)
+            and isinstance(module, FUNCTIONAL_AFFINE)
             and "forward" not in vars(module)
             and type(module).forward
             in (

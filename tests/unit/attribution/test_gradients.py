@@ -11,15 +11,15 @@ import torch
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat, GuidedBackprop
 
-import glocal.attribution.engine
+import glocal.attribution.gradients
 from glocal import Attributor, Condition
-from glocal.attribution.engine import Run
+from glocal.attribution.gradients import Gradients
 
 
 @pytest.fixture(autouse=True)
 def quick_passes(monkeypatch):
     """Every member pass counts as quick, so that batching does not depend on how fast this machine is."""
-    monkeypatch.setattr(glocal.attribution.engine, "_BATCH_BELOW_SECONDS", float("inf"))
+    monkeypatch.setattr(glocal.attribution.gradients, "_BATCH_BELOW_SECONDS", float("inf"))
 
 
 @pytest.fixture
@@ -27,31 +27,31 @@ def plain(monkeypatch):
     """Switch both shortcuts off: one backward pass per member, nothing kept between calls."""
 
     def switch() -> None:
-        monkeypatch.setattr(glocal.attribution.engine, "_BATCHED_ELEMENTS", 0)
-        monkeypatch.setattr(glocal.attribution.engine, "_KEPT_ELEMENTS", 0)
+        monkeypatch.setattr(glocal.attribution.gradients, "_BATCHED_ELEMENTS", 0)
+        monkeypatch.setattr(glocal.attribution.gradients, "_KEPT_ELEMENTS", 0)
 
     return switch
 
 
 class _Spy:
-    """Counts the engine's backward passes: plain ones (``Run._grad``) and vectorised ones (members per call)."""
+    """Counts the engine's backward passes: plain ones (``Gradients.grad``) and vectorised ones (members per call)."""
 
     def __init__(self, monkeypatch) -> None:
         self.plain = 0
         self.batched: list[int] = []
-        grad, batched = Run._grad, Run._batched_grads
+        grad, batched = Gradients.grad, Gradients.batched
 
-        def counting_grad(run, source, targets, relevance):
+        def counting_grad(gradients, source, targets, relevance):
             self.plain += bool(targets)
-            return grad(run, source, targets, relevance)
+            return grad(gradients, source, targets, relevance)
 
-        def counting_batched(run, source, names, pending):
-            if len(pending) > 1 and names and run._batch_members:
+        def counting_batched(gradients, source, names, pending):
+            if len(pending) > 1 and names and gradients.batch_members:
                 self.batched.append(len(pending))
-            return batched(run, source, names, pending)
+            return batched(gradients, source, names, pending)
 
-        monkeypatch.setattr(Run, "_grad", counting_grad)
-        monkeypatch.setattr(Run, "_batched_grads", counting_batched)
+        monkeypatch.setattr(Gradients, "grad", counting_grad)
+        monkeypatch.setattr(Gradients, "batched", counting_batched)
 
 
 def _composites():
@@ -119,11 +119,11 @@ class _OpaqueNet(torch.nn.Module):
 
 def test_slow_member_passes_are_not_batched(conv_net, images, monkeypatch):
     """Where one member's pass takes longer than the threshold, its fixed costs do not matter: one pass each."""
-    monkeypatch.setattr(glocal.attribution.engine, "_BATCH_BELOW_SECONDS", 0.0)
+    monkeypatch.setattr(glocal.attribution.gradients, "_BATCH_BELOW_SECONDS", 0.0)
     spy = _Spy(monkeypatch)
     with Attributor(conv_net, EpsilonPlusFlat()).session(images, layers=["5"]) as run:
         run.attribute([{"5": [c], "y": [1]} for c in range(4)])
-        assert run._pass_seconds is not None and run._pass_seconds > 0
+        assert run._gradients.pass_seconds is not None and run._gradients.pass_seconds > 0
     assert spy.batched == [] and spy.plain == 1 + 4
 
 
@@ -134,7 +134,7 @@ def test_model_that_cannot_be_vectorised_falls_back_to_one_pass_each(images, pla
     attributor = Attributor(model, EpsilonPlusFlat())
     with attributor.session(images, layers=["conv"]) as run:
         fallen = run.attribute(conditions)
-        assert run._batch_members is False
+        assert run._gradients.batch_members is False
     plain()
     expected = attributor(images, conditions)
     torch.testing.assert_close(fallen.heatmap, expected.heatmap)
@@ -173,12 +173,12 @@ def test_next_level_starts_where_the_previous_ended(skip_net, digits, plain, mon
 
 def test_kept_relevance_is_capped(skip_net, digits, monkeypatch):
     """Past the cap, member results are no longer kept (the prefix above conv2 is then computed again)."""
-    monkeypatch.setattr(glocal.attribution.engine, "_KEPT_ELEMENTS", 0)
+    monkeypatch.setattr(glocal.attribution.gradients, "_KEPT_ELEMENTS", 0)
     attributor = Attributor(skip_net, EpsilonPlus(canonizers=[SequentialMergeBatchNorm()]))
     spy = _Spy(monkeypatch)
     with attributor.session(digits, layers=["linear1", "conv2", "conv1"], heatmap=False, input_grad=False) as run:
         run.attribute({"linear1": [2], "y": [2]}, record=["conv2"])
-        assert run._kept_elements == 0
+        assert run._gradients.kept_elements == 0
         before = spy.plain
         run.attribute([{"linear1": [2], "conv2": [c], "y": [2]} for c in range(3)], record=["conv1"])
         assert spy.plain - before == 1
