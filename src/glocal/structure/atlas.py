@@ -979,7 +979,8 @@ def atlas_thumbnails(
     :func:`~glocal.concept_references` (e.g. ``to_image``, ``cache``, ``batch_size``; ``opacity`` defaults to 0.45
     here, a lighter fade than full-size references).
     """
-    from ..index.references import concept_references, reference_grid
+    from ..index.references import concept_references
+    from ..viz.references import reference_grid
 
     chosen = list(atlas.layers if layers is None else layers)
     columns = math.ceil(math.sqrt(n))

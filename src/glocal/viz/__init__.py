@@ -2,10 +2,10 @@
 
 Needs matplotlib (``pip install "glocal[viz]"``) for figures; nothing below this package imports it at module level."""
 
-from ..index.references import reference_grid
 from ..structure.atlas import atlas_figure, atlas_thumbnails
 from .figures import concept_figure, graph_figure, path_figure, save_concept_figures
 from .images import heatmap_image
+from .references import reference_grid
 
 __all__ = [
     "atlas_figure",
