@@ -35,7 +35,7 @@ FORMER: dict[str, tuple[str, ...]] = {
     "paths": ("glocal.structure.paths", "glocal.structure.path_consistency"),
     "references": ("glocal.index.references", "glocal.viz"),
     "results": ("glocal.attribution.results",),
-    "rules": ("glocal.attribution.rules",),
+    "rules": ("glocal.attribution.rules", "glocal.attribution.affine"),
     "selectors": ("glocal.attribution.selectors",),
     "session": ("glocal.attribution.session",),
     "storage": ("glocal.index.storage",),

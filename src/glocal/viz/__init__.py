@@ -2,11 +2,11 @@
 
 Needs matplotlib (``pip install "glocal[viz]"``) for figures; nothing below this package imports it at module level."""
 
-from ..index.references import reference_grid
 from .atlas import atlas_figure, atlas_thumbnails
 from .concepts import concept_figure, save_concept_figures
 from .graphs import graph_figure, path_figure
 from .images import heatmap_image
+from .references import reference_grid
 
 __all__ = [
     "atlas_figure",

@@ -14,15 +14,16 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from ..attribution.engine import Attributor
-from ..index.references import concept_references, reference_grid
+from ..index.references import concept_references
 from ..structure.atlas import ConceptAtlas
 from ..structure.atlas.voting import check_k
 from .images import require_matplotlib
+from .references import reference_grid
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ..index.build import ConceptIndex
+    from ..index.concept_index import ConceptIndex
 
 __all__ = ["atlas_figure", "atlas_thumbnails"]
 

@@ -21,7 +21,7 @@ from ...errors import InputError, LayerError
 from ...serialize import read_json, write_json
 
 if TYPE_CHECKING:
-    from ...index.build import ConceptIndex
+    from ...index.concept_index import ConceptIndex
 
 __all__ = ["AtlasEntry", "ConceptAtlas", "ranked_entries"]
 

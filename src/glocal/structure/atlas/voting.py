@@ -26,7 +26,7 @@ from .regions import Region, batch_region, check_region, describe_region
 from .results import AtlasEntry, ConceptAtlas, ranked_entries
 
 if TYPE_CHECKING:
-    from ...index.build import ConceptIndex
+    from ...index.concept_index import ConceptIndex
 
 __all__ = ["check_k", "check_layers", "concept_atlas"]
 

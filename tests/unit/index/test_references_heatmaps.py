@@ -1,22 +1,14 @@
-"""Reference images: heatmaps per mode, receptive-field boxes, rendering."""
+"""Computing references: heatmaps per mode and receptive-field boxes on a tiny net."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from zennit.composites import EpsilonPlus, LayerMapComposite
 from zennit.rules import Epsilon, Pass
 
 from glocal import Attributor, PerSample
-from glocal.index.references import (
-    Reference,
-    make_reference,
-    receptive_field_boxes,
-    reference_grid,
-    reference_heatmaps,
-    render_references,
-)
+from glocal.index.references import receptive_field_boxes, reference_heatmaps
 
 SIZE = 12
 LAYER = "1"  # the second 3x3 conv: its units see a 5x5 window of the input
@@ -154,58 +146,3 @@ def test_box_outside_the_map_is_an_error(data: torch.Tensor) -> None:
     attributor = Attributor(_net(), EpsilonPlus())
     with pytest.raises(ValueError, match="outside layer"):
         receptive_field_boxes(attributor, data[:1], LAYER, 0, [SIZE * SIZE], mode="activation")
-
-
-def test_render_fades_the_irrelevant_part_and_keeps_the_size() -> None:
-    torch.manual_seed(2)
-    images = torch.rand(2, 3, 8, 8) * 0.5 + 0.5  # brighter than the dark background
-    heatmaps = torch.zeros(2, 8, 8)
-    heatmaps[:, :, :4] = 1.0  # only the left half is relevant
-    full = [(0, 0, 8, 8)] * 2
-    opaque = render_references(images, heatmaps, full, size=8, opacity=0.0)
-    for picture, image in zip(opaque, images, strict=True):
-        assert picture.size == (8, 8) and picture.mode == "RGB"
-        array = torch.from_numpy(np.asarray(picture, dtype=np.float32)) / 255
-        assert (array[:, 4:] == 0.0).all()  # irrelevant: flat black
-        torch.testing.assert_close(array[:, :4], image[:, :, :4].permute(1, 2, 0), atol=1 / 255, rtol=0)
-    grey = render_references(images, heatmaps, full, size=8, opacity=0.2, background=0.5)
-    array = torch.from_numpy(np.asarray(grey[0], dtype=np.float32)) / 255
-    expected = 0.2 * images[0, :, :, 4:].permute(1, 2, 0) + 0.8 * 0.5
-    torch.testing.assert_close(array[:, 4:], expected, atol=1 / 255, rtol=0)
-
-
-def test_render_crops_resizes_and_pads() -> None:
-    images = torch.rand(1, 3, 20, 20)
-    heatmaps = torch.ones(1, 20, 20)
-    (picture,) = render_references(images, heatmaps, [(2, 5, 12, 10)], size=32, opacity=0.0)  # 10 x 5 crop
-    assert picture.size == (32, 32)
-    assert picture.getpixel((0, 16)) == (0, 0, 0)  # padding left and right of the tall crop
-    assert picture.getpixel((16, 16)) != (0, 0, 0)
-    (uncropped,) = render_references(images, heatmaps, [(2, 5, 12, 10)], size=32, crop=False)
-    assert uncropped.getpixel((0, 16)) != (255, 255, 255)
-
-
-def test_grid_and_reference(data: torch.Tensor) -> None:
-    attributor = Attributor(_net(), EpsilonPlus())
-    images = (data - data.min()) / (data.max() - data.min())
-    reference = make_reference(
-        attributor,
-        images,
-        data,
-        LAYER,
-        3,
-        sample_ids=[10, 11, 12, 13],
-        scores=[4.0, 3.0, 2.0, 1.0],
-        positions=[0, 5, 77, 143],
-        targets=TARGETS,
-        size=24,
-    )
-    assert isinstance(reference, Reference)
-    assert reference.tensors.shape == (4, 3, 24, 24)
-    assert len(reference.images) == len(reference.boxes) == 4
-    assert all(image.size == (24, 24) for image in reference.images)
-    grid = reference.grid(columns=2)
-    assert grid.size == (2 * 24 + 3 * 4, 18 + 2 * 24 + 3 * 4)
-    assert reference_grid(list(reference.images), columns=8).size == (4 * 24 + 5 * 4, 24 + 2 * 4)
-    with pytest.raises(AttributeError):
-        reference.channel = 2  # type: ignore[misc]

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import glocal.index.storage as storage
+import glocal.index.storage.files as storage_files
+import glocal.index.storage.store as storage
 from glocal.errors import GlocalError
 from glocal.index.storage import IndexCorruptedError, IndexKeyError, IndexMismatchError, IndexReadOnlyError, IndexStore
 
@@ -215,7 +216,7 @@ def test_reader_process_reads_while_writer_writes(tmp_path: Path) -> None:
     writer = IndexStore.create(tmp_path, MANIFEST)
     last = 30
     writer.write_checkpoint(0, {"a/x": np.full(50, 0), "b.c/y": np.arange(1)}, {"step": 0})
-    env = {**os.environ, "PYTHONPATH": str(Path(storage.__file__).parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(storage.__file__).parents[3])}
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, str(tmp_path), str(last)],
         stdout=subprocess.PIPE,
@@ -233,10 +234,10 @@ def test_reader_process_reads_while_writer_writes(tmp_path: Path) -> None:
 def test_results_are_flushed_with_a_few_syncs_not_one_per_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
 ) -> None:
-    if syncfs and storage._syncfs is None:
+    if syncfs and storage_files._syncfs is None:
         pytest.skip("this platform has no syncfs")
     if not syncfs:
-        monkeypatch.setattr(storage, "_syncfs", None)
+        monkeypatch.setattr(storage_files, "_syncfs", None)
     calls: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
