@@ -2,6 +2,7 @@
 
 >>> import tempfile, torch
 >>> from zennit.composites import EpsilonPlusFlat
+>>> _ = torch.manual_seed(0)
 >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 3))
 >>> data = torch.utils.data.TensorDataset(torch.rand(20, 1, 8, 8), torch.randint(0, 3, (20,)))
 >>> index = build_index(model, EpsilonPlusFlat(), data, ["0"], tempfile.mkdtemp() + "/index", k=5, progress=False)
