@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..structure.concept_graph import ConceptGraph
-from ..structure.paths import ConceptPath
 from .images import heatmap_image, require_matplotlib
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the results are drawn, never imported: structure's .figure() methods call this module
     from matplotlib.figure import Figure
+
+    from ..structure.concept_graph import ConceptGraph
+    from ..structure.paths import ConceptPath
 
 __all__ = ["GRAPH_MAX_WIDTH", "SHRINK", "graph_figure", "path_figure"]
 
