@@ -43,11 +43,14 @@ oldest-zennit: $(STAMP)
 	$(OLD_ZENNIT)/bin/python -c "import zennit, sys; assert zennit.__file__.startswith('$(CURDIR)/$(OLD_ZENNIT)'), zennit.__file__"
 	$(OLD_ZENNIT)/bin/python -m pytest -q -p no:cacheprovider tests/unit/attribution tests/unit/lrp
 
+# The four side-by-side benchmarks (each prints JSON lines, described at the top of its script) with the settings of
+# the reported numbers; `make bench BENCH_ARGS="--quick --threads 1"` is a smoke run.
+BENCH_ARGS ?= --threads 1 --repeats 3
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_engine.py --threads 1
-	$(BIN)/python benchmarks/bench_index.py --threads 1 --repeats 3
-	$(BIN)/python benchmarks/bench_graph.py --threads 1 --repeats 3
-	$(BIN)/python benchmarks/bench_atlas.py --threads 1 --repeats 3
+	$(BIN)/python benchmarks/bench_engine.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_index.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_graph.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_atlas.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OLD_ZENNIT) demo-output .pytest_cache .mypy_cache .ruff_cache

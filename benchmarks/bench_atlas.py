@@ -42,26 +42,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-# bench_engine.py sits beside this script (the script's folder is on sys.path when run as a script)
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fashion_mnist
 import glocal
-from bench_engine import FashionNet, emit_rows, epsilon_plus_merge_bn, log
-from bench_index import LabelledImages
+from common import Arguments, LabelledImages, emit_rows, log, median, rounded, target_fields, timed
 from glocal.structure.atlas import ConceptAtlas, centre_square, concept_atlas
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 LAYERS = ["conv1", "conv2", "parallel.0", "linear1"]
 TARGET_RATIO = 2.0
 
@@ -76,7 +68,7 @@ class Problem:
     region_size: int
 
     def dataset(self, n: int) -> LabelledImages:
-        return LabelledImages(self.images[:n], torch.tensor(self.labels[:n]))
+        return LabelledImages(self.images[:n], self.labels[:n])
 
     def batches(self, n: int) -> list[tuple[torch.Tensor, list[int]]]:
         size = self.batch_size
@@ -84,26 +76,16 @@ class Problem:
 
 
 def fashion_problem(data_dir: Path, n_images: int, batch_size: int, k: int, region_size: int) -> Problem:
-    model = FashionNet()
-    model.load_state_dict(torch.load(data_dir / "fashion_cnn.pt", weights_only=True))
-    model.eval()
-    with np.load(data_dir / "fashion_val.npz") as data:
-        images = torch.tensor(data["val_set"][:n_images] / 255.0, dtype=torch.float32)[:, None]
-        labels = [int(label) for label in data["targets"][:n_images]]
+    model, images = fashion_mnist.load_model(data_dir), fashion_mnist.load_images(n_images, data_dir)
+    labels = fashion_mnist.load_labels(n_images, data_dir).tolist()
     return Problem(model, images, labels, batch_size, k, region_size)
 
 
 # -- the four sides -------------------------------------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
 def run_atlas(problem: Problem, n: int, regional: bool) -> ConceptAtlas:
-    attributor = glocal.Attributor(problem.model, epsilon_plus_merge_bn())
+    attributor = glocal.Attributor(problem.model, fashion_mnist.composite())
     return concept_atlas(
         attributor,
         problem.dataset(n),
@@ -116,7 +98,7 @@ def run_atlas(problem: Problem, n: int, regional: bool) -> ConceptAtlas:
 
 def run_bare(problem: Problem, n: int, regional: bool) -> None:
     """Per batch: one forward pass, one backward pass from the labels (and one region double-backward pass)."""
-    attributor = glocal.Attributor(problem.model, epsilon_plus_merge_bn())
+    attributor = glocal.Attributor(problem.model, fashion_mnist.composite())
     square = centre_square(problem.region_size)
     for inputs, labels in problem.batches(n):
         with attributor.session(inputs, record=LAYERS, heatmap=False) as run:
@@ -126,13 +108,9 @@ def run_bare(problem: Problem, n: int, regional: bool) -> None:
                 run.region_relevance(LAYERS, square(inputs), condition)
 
 
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
-
-
 def run_case(args: argparse.Namespace) -> dict[str, Any]:
     n = args.images or (64 if args.quick else 1000)
-    problem = fashion_problem(Path(args.data_dir), n, args.batch_size, args.k, args.region_size)
+    problem = fashion_problem(args.data_dir, n, args.batch_size, args.k, args.region_size)
     n = len(problem.labels)
     log(f"[fashion] {n} images, layers {LAYERS}, k={args.k}, batch {args.batch_size}, {args.repeats} repeat(s)")
 
@@ -157,7 +135,6 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     assert atlas is not None and regional_atlas is not None
     atlas_s, bare_s = median(runs["atlas"]), median(runs["bare"])
     regional_s, bare_regional_s = median(runs["regional"]), median(runs["bare_regional"])
-    ratio = atlas_s / bare_s
     agreement = regional_atlas.agreement(atlas)
     return {
         "case": "fashion",
@@ -171,9 +148,14 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "atlas_s": round(atlas_s, 4),
         "bare_s": round(bare_s, 4),
-        "atlas_over_bare": round(ratio, 3),
-        "target_atlas_over_bare": TARGET_RATIO,
-        "meets_target": ratio <= TARGET_RATIO,
+        **target_fields(
+            "atlas_over_bare",
+            atlas_s / bare_s,
+            TARGET_RATIO,
+            digits=3,
+            at_most=True,
+            meets="meets_target",
+        ),
         "regional_s": round(regional_s, 4),
         "bare_regional_s": round(bare_regional_s, 4),
         "regional_over_bare": round(regional_s / bare_regional_s, 3),
@@ -185,10 +167,7 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
         },
         "top": {layer: atlas.top(layer, 3) for layer in LAYERS},
         "regional_top": {layer: regional_atlas.top(layer, 3) for layer in LAYERS},
-        "atlas_runs_s": [round(t, 4) for t in runs["atlas"]],
-        "bare_runs_s": [round(t, 4) for t in runs["bare"]],
-        "regional_runs_s": [round(t, 4) for t in runs["regional"]],
-        "bare_regional_runs_s": [round(t, 4) for t in runs["bare_regional"]],
+        **{f"{side}_runs_s": rounded(times) for side, times in runs.items()},
     }
 
 
@@ -196,25 +175,12 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (median reported; default 3)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64 images (repeats as given)")
+    parser = Arguments(__doc__, repeats=3, quick="smoke run: 64 images", threads=1)
     parser.add_argument("--images", type=int, default=None, help="number of validation images (default 1000)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of every side (default 32)")
     parser.add_argument("--k", type=int, default=5, help="concepts per ballot (default 5)")
     parser.add_argument("--region-size", type=int, default=14, help="side of the centre square in pixels (14)")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1; 0: torch's choice)")
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="where fashion_cnn.pt/fashion_val.npz are")
-    parser.add_argument("--json-out", default=None, help="also write the JSON lines to this file")
-    args = parser.parse_args(argv)
-    for name in ("repeats", "batch_size", "k", "region_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.images is not None and args.images < 1:
-        parser.error("--images must be at least 1")
-    if args.threads < 0:
-        parser.error("--threads must be 0 (torch's choice) or more")
-    return args
+    return parser.parse(argv, at_least_one=("batch_size", "k", "region_size", "images"))
 
 
 def main(argv: list[str] | None = None) -> int:

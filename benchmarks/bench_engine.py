@@ -18,10 +18,8 @@ A run's time covers everything a user pays for: building the attributor and comp
 backward passes and the heatmaps. glocal gets one untimed warm-up run first (zennit-crp's option trials serve as
 its warm-up); the timed runs of the two libraries then alternate, so slow drifts of the machine's load hit both.
 
-Peak memory is the growth of the process's resident set size (RSS) during one run, relative to the RSS just before
-it (after ``gc.collect()`` and ``malloc_trim``): the kernel's high-water mark ``VmHWM`` (reset through
-``/proc/self/clear_refs`` before the run) where that works, and a background thread sampling ``/proc/self/statm``
-every few milliseconds in any case; the larger of the two is reported (the maximum over the timed runs).
+Peak memory is the growth of the process's resident set size during one run (``common.PeakMemory``: the kernel's
+high-water mark and a sampling thread), the maximum over the timed runs.
 
 Cases
 -----
@@ -77,139 +75,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import gc
-import importlib.metadata
-import json
-import os
-import platform
-import statistics
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+import fashion_mnist
 import glocal
+from common import MB, Arguments, emit_rows, epsilon_plus_flat, log, measure, median, rounded, target_fields
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 CRP_OPTIONS = ("generate-bs8", "generate-bs16", "generate-bs32", "call")
-MB = 1024 * 1024
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# -- memory ---------------------------------------------------------------------------------------------------------
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
-
-
-def _hwm() -> int | None:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-def _reset_hwm() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux >= 4.0); False where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def _malloc_trim() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class PeakMemory:
-    """Context manager measuring the peak RSS growth (bytes) of the process during the block: ``.growth``."""
-
-    def __init__(self, interval: float = 0.003) -> None:
-        self.interval = interval
-        self.growth = 0
-
-    def __enter__(self) -> PeakMemory:
-        gc.collect()
-        _malloc_trim()
-        self.base = _rss()
-        self.hwm = _reset_hwm()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, _rss())
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss())
-        if self.hwm:
-            self.peak = max(self.peak, _hwm() or 0)
-        self.growth = self.peak - self.base
-
-
-def measure(fn: Callable[[], Any]) -> tuple[float, int, Any]:
-    """Run ``fn`` once: (seconds, peak RSS growth in bytes, its result)."""
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - start
-    return seconds, memory.growth, result
 
 
 # -- models ---------------------------------------------------------------------------------------------------------
-
-
-class FashionNet(torch.nn.Module):
-    """The trained FashionMNIST CNN of ``../shared/data/README.md`` (module names are the layer names)."""
-
-    def __init__(self) -> None:
-        from zennit.layer import Sum
-
-        super().__init__()
-        self.parallel = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 5, stride=2, bias=False), torch.nn.BatchNorm2d(16))
-        self.conv1 = torch.nn.Conv2d(1, 16, 3)
-        self.bn1 = torch.nn.BatchNorm2d(16)
-        self.conv2 = torch.nn.Conv2d(16, 16, 3, stride=2)
-        self.bn2 = torch.nn.BatchNorm2d(16)
-        self.relu = torch.nn.ReLU()
-        self.sum = Sum()
-        self.maxpooling = torch.nn.MaxPool2d(2)
-        self.flatten = torch.nn.Flatten()
-        self.linear1 = torch.nn.Linear(576, 120)
-        self.linear2 = torch.nn.Linear(120, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        identity = self.parallel(x)
-        out = self.relu(self.sum(torch.stack([identity, out], dim=-1)))
-        out = self.flatten(self.maxpooling(out))
-        out = self.relu(self.linear1(out))
-        return self.linear2(out)
 
 
 @cache
@@ -232,33 +113,11 @@ def random_image() -> torch.Tensor:
     return torch.randn(1, 3, 224, 224)
 
 
-def fashion(data_dir: Path, n_images: int) -> tuple[torch.nn.Module, torch.Tensor]:
-    model = FashionNet()
-    model.load_state_dict(torch.load(data_dir / "fashion_cnn.pt", weights_only=True))
-    model.eval()
-    with np.load(data_dir / "fashion_val.npz") as data:
-        images = data["val_set"][:n_images]
-    return model, torch.tensor(images / 255.0, dtype=torch.float32)[:, None]
-
-
-def epsilon_plus_flat() -> Any:
-    from zennit.composites import EpsilonPlusFlat
-
-    return EpsilonPlusFlat()
-
-
 def epsilon_plus_resnet() -> Any:
     from zennit.composites import EpsilonPlus
     from zennit.torchvision import ResNetCanonizer
 
     return EpsilonPlus(canonizers=[ResNetCanonizer()])
-
-
-def epsilon_plus_merge_bn() -> Any:
-    from zennit.canonizers import SequentialMergeBatchNorm
-    from zennit.composites import EpsilonPlus
-
-    return EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])
 
 
 # -- the two libraries ----------------------------------------------------------------------------------------------
@@ -417,12 +276,8 @@ def build_problem(key: str, args: argparse.Namespace, n_images: int) -> Problem:
         return Problem(vgg16(), random_image(), layer, epsilon_plus_flat)
     if key == "c":
         return Problem(resnet18(), random_image(), "layer4.1.conv2", epsilon_plus_resnet)
-    model, data = fashion(Path(args.data_dir), n_images)
-    return Problem(model, data, "conv2", epsilon_plus_merge_bn)
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
+    model = fashion_mnist.load_model(args.data_dir)
+    return Problem(model, fashion_mnist.load_images(n_images, args.data_dir), "conv2", fashion_mnist.composite)
 
 
 def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
@@ -467,7 +322,6 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         log(f"[{case.key}] glocal {glocal_runs[-1]:.3f} s, zennit-crp ({best}) {crp_runs[-1]:.3f} s")
 
     glocal_s, crp_s = median(glocal_runs), median(crp_runs)
-    speedup = crp_s / glocal_s
     row: dict[str, Any] = {
         "case": case.key,
         "description": case.description,
@@ -478,16 +332,14 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         "dtype": args.dtype,
         "glocal_s": round(glocal_s, 4),
         "crp_s": round(crp_s, 4),
-        "speedup": round(speedup, 2),
-        "target_speedup": case.target_speedup,
-        "meets_target": speedup >= case.target_speedup,
+        **target_fields("speedup", crp_s / glocal_s, case.target_speedup, meets="meets_target"),
         "glocal_peak_mb": round(max(glocal_peaks) / MB, 1),
         "crp_peak_mb": round(max(crp_peaks) / MB, 1),
         "heatmap_max_rel_diff": max(o["heatmap_max_rel_diff"] for o in options.values()),
         "crp_option": best,
         "crp_options": options,
-        "glocal_runs_s": [round(t, 4) for t in glocal_runs],
-        "crp_runs_s": [round(t, 4) for t in crp_runs],
+        "glocal_runs_s": rounded(glocal_runs),
+        "crp_runs_s": rounded(crp_runs),
     }
     if case.marginal:
         row.update(marginal_costs(problem, len(channels), n_small, glocal_s, small_runs, repeats))
@@ -521,52 +373,11 @@ def marginal_costs(
     return out
 
 
-# -- machine --------------------------------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory_gb = None
-    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
-        memory_gb = round(int(f.readline().split()[1]) / 1024**2, 1)
-
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "machine": {
-            "cpu": cpu,
-            "cores": os.cpu_count(),
-            "cores_usable": len(os.sched_getaffinity(0)),
-            "memory_gb": memory_gb,
-            "load_avg": os.getloadavg()[0],
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torchvision": version("torchvision"),
-            "zennit": version("zennit"),
-            "zennit_crp": version("zennit-crp"),
-            "glocal": glocal.__version__,
-        }
-    }
-
-
 # -- CLI ------------------------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="a,b,c,d", help="comma-separated cases among a,b,c,d (default: all)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per library (median reported; default 3)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 4 concepts, 8 images in (d)")
+    parser = Arguments(__doc__, cases=CASES, repeats=3, quick="smoke run: 1 repeat, 4 concepts, 8 images in (d)")
     parser.add_argument("--concepts", type=int, default=None, help="override the number of concepts of every case")
     parser.add_argument("--images", type=int, default=None, help="override the number of images of case (d)")
     parser.add_argument(
@@ -580,56 +391,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="float32",
         help="run models and data in this precision (float64: check that the heatmaps agree to round-off)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="where fashion_cnn.pt/fashion_val.npz are")
-    parser.add_argument("--json-out", default=None, help="also write the JSON lines to this file")
-    args = parser.parse_args(argv)
-    if args.quick and "--repeats" not in (argv if argv is not None else sys.argv[1:]):
-        args.repeats = 1
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in args.cases if c not in CASES]
-    if unknown:
-        parser.error(f"unknown case(s) {unknown}; choose among {sorted(CASES)}")
+    args = parser.parse(argv, at_least_one=("concepts", "images"))
     args.crp_options = [o.strip() for o in args.crp_options.split(",") if o.strip()]
     bad = [o for o in args.crp_options if o != "call" and not (o.startswith("generate-bs") and o[11:].isdigit())]
     if bad or not args.crp_options:
         parser.error(f"bad --crp-options {bad}; use 'call' and/or 'generate-bsN'")
-    for name in ("concepts", "images"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
     return args
-
-
-def emit_rows(threads: int | None, json_out: str | None, cases: Iterable[Callable[[], dict[str, Any]]]) -> None:
-    """Set torch's threads, then print the machine line and one JSON line per case (the shared CLI output).
-
-    Each case runs when its turn comes; its line gets the load average before and after it, and goes to stdout and,
-    line by line as cases finish, to ``json_out``.
-    """
-    if threads:
-        torch.set_num_threads(threads)
-    out = open(json_out, "w") if json_out else None  # noqa: SIM115 - kept open while the cases run
-    try:
-
-        def emit(row: dict[str, Any]) -> None:
-            text = json.dumps(row)
-            print(text, flush=True)
-            if out is not None:
-                out.write(text + "\n")
-                out.flush()
-
-        emit(machine())
-        for case in cases:
-            load_before = os.getloadavg()[0]
-            row = case()
-            row["load_avg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-            emit(row)
-            gc.collect()
-    finally:
-        if out is not None:
-            out.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -55,15 +54,12 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fashion_mnist
 import glocal
-from bench_engine import FashionNet, emit_rows, epsilon_plus_flat, epsilon_plus_merge_bn, log
+from common import Arguments, emit_rows, epsilon_plus_flat, log, median, rounded, target_fields, timed
 from glocal.attribution.layers import get_layer_names
 from glocal.compat import AttributionGraph, ChannelConcept, CondAttribution, trace_model_graph
 from glocal.structure.attribution_graph import attribution_graph
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 
 
 @dataclass
@@ -102,16 +98,10 @@ def vgg_problem(quick: bool) -> Problem:
 
 
 def fashion_problem(data_dir: Path, quick: bool) -> Problem:
-    import numpy as np
-
-    model = FashionNet()
-    model.load_state_dict(torch.load(data_dir / "fashion_cnn.pt", weights_only=True))
-    model.eval()
-    with np.load(data_dir / "fashion_val.npz") as data:
-        sample = torch.tensor(data["val_set"][:1] / 255.0, dtype=torch.float32)[:, None]
+    model, sample = fashion_mnist.load_model(data_dir), fashion_mnist.load_images(1, data_dir)
     layers = ["conv1", "conv2", "parallel.0", "linear1", "linear2"]
     widths = [2, 2] if quick else [8, 4]
-    return Problem(model, sample, "linear1", layers, widths, epsilon_plus_merge_bn).choose()
+    return Problem(model, sample, "linear1", layers, widths, fashion_mnist.composite).choose()
 
 
 # -- the libraries --------------------------------------------------------------------------------------------------
@@ -188,14 +178,6 @@ def compare(ours: Any, theirs: Any) -> tuple[bool, float]:
     return same, worst
 
 
-def timed(fn: Callable[[], Any], calls: int = 1) -> tuple[float, Any]:
-    """Seconds per call of ``fn``, averaged over ``calls`` calls in a row, and the last result."""
-    start = time.perf_counter()
-    for _ in range(calls):
-        result = fn()
-    return (time.perf_counter() - start) / calls, result
-
-
 def calls_for(fn: Callable[[], Any], budget: float = 1.0) -> int:
     """How many calls of ``fn`` fill about ``budget`` seconds (at least one): millisecond-scale cases are timed
     over many calls so that timer and scheduler noise average out."""
@@ -204,7 +186,7 @@ def calls_for(fn: Callable[[], Any], budget: float = 1.0) -> int:
 
 
 def run_case(key: str, args: argparse.Namespace) -> dict[str, Any]:
-    problem = vgg_problem(args.quick) if key == "a" else fashion_problem(Path(args.data_dir), args.quick)
+    problem = vgg_problem(args.quick) if key == "a" else fashion_problem(args.data_dir, args.quick)
     log(f"[{key}] root {problem.layer}:{problem.concept}, target {problem.target}, widths {problem.widths}")
     crp_graph, crp_trace_s = crp_setup(problem)
     our_graph, glocal_trace_s = glocal_setup(problem)
@@ -229,7 +211,7 @@ def run_case(key: str, args: argparse.Namespace) -> dict[str, Any]:
             f"[{key}] run {repeat + 1}: zennit-crp {crp_times[-1]:.3f} s, glocal compat {glocal_times[-1]:.3f} s, "
             f"glocal native {native_times[-1]:.3f} s"
         )
-    crp_s, glocal_s = statistics.median(crp_times), statistics.median(glocal_times)
+    crp_s, glocal_s, native_s = median(crp_times), median(glocal_times), median(native_times)
     return {
         "case": key,
         "model": "vgg16 random" if key == "a" else "FashionMNIST CNN (trained)",
@@ -244,35 +226,20 @@ def run_case(key: str, args: argparse.Namespace) -> dict[str, Any]:
         "calls_per_run": calls,
         "crp_s": round(crp_s, 5),
         "glocal_s": round(glocal_s, 5),
-        "native_s": round(statistics.median(native_times), 5),
-        "speedup": round(crp_s / glocal_s, 2),
-        "native_speedup": round(crp_s / statistics.median(native_times), 2),
-        "target_speedup": 5.0,
-        "meets_speedup": crp_s / glocal_s >= 5.0,
+        "native_s": round(native_s, 5),
+        **target_fields("speedup", crp_s / glocal_s, 5.0),
+        "native_speedup": round(crp_s / native_s, 2),
         "crp_trace_s": round(crp_trace_s, 4),
         "glocal_trace_s": round(glocal_trace_s, 4),
-        "crp_runs_s": [round(t, 5) for t in crp_times],
-        "glocal_runs_s": [round(t, 5) for t in glocal_times],
-        "native_runs_s": [round(t, 5) for t in native_times],
+        "crp_runs_s": rounded(crp_times, 5),
+        "glocal_runs_s": rounded(glocal_times, 5),
+        "native_runs_s": rounded(native_times, 5),
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="a,b", help="comma-separated cases among a,b (default: both)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per side (median reported; default 1)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64x64 VGG16 input, widths [2, 2]")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="where fashion_cnn.pt/fashion_val.npz are")
-    parser.add_argument("--json-out", default=None, help="also write the JSON lines to this file")
-    args = parser.parse_args(argv)
-    args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in args.cases if c not in ("a", "b")]
-    if unknown:
-        parser.error(f"unknown case(s) {unknown}; choose among ['a', 'b']")
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    return args
+    parser = Arguments(__doc__, cases=("a", "b"), repeats=1, quick="smoke run: 64x64 VGG16 input, widths [2, 2]")
+    return parser.parse(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,9 +33,9 @@ top-k, data loading, checkpoints, writing the index). ``bare_glocal_s`` is the s
 engine (``Attributor.session(batch, record=layers, heatmap=False)`` then one ``attribute`` from the labels; the
 backward pass stops at the lowest recorded layer), for reference.
 
-Memory: peak RSS growth during a run (the helper of ``bench_engine.py``: kernel high-water mark reset before the
-run, plus a sampling thread), in MiB. For case (a) glocal's scan alone also runs on ``--memory-sizes`` images
-(1000 and 5000): ``glocal_scan_peak_mb_by_n`` shows whether its memory grows with the dataset.
+Memory: peak RSS growth during a run (``common.PeakMemory``: kernel high-water mark reset before the run, plus a
+sampling thread), in MiB. For case (a) glocal's scan alone also runs on 1000 and 5000
+images (32 and 64 with ``--quick``): ``glocal_scan_peak_mb_by_n`` shows whether its memory grows with the dataset.
 
 Every timed run is preceded by an untimed warm-up of each side on a few batches. The timed runs of the libraries
 alternate (zennit-crp, glocal, bare) ``--repeats`` times; medians are reported, all runs listed.
@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import tempfile
 import time
@@ -72,41 +71,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-# bench_engine.py sits beside this script (the script's folder is on sys.path when run as a script)
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fashion_mnist
 import glocal
-from bench_engine import (
+from common import (
     MB,
-    FashionNet,
-    PeakMemory,
+    Arguments,
+    LabelledImages,
     emit_rows,
     epsilon_plus_flat,
-    epsilon_plus_merge_bn,
     log,
+    measure,
+    median,
+    rounded,
+    target_fields,
+    timed,
 )
 from glocal.index.build import build_index
 from glocal.index.references import concept_references
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 K = 40  # zennit-crp's FeatureVisualization keeps a fixed top-40
-
-
-class LabelledImages(torch.utils.data.Dataset):
-    """``(image, int label)`` items over in-memory tensors: what both libraries read."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images = images
-        self.labels = labels.tolist()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index], self.labels[index]
 
 
 @dataclass
@@ -126,14 +111,11 @@ class Problem:
 
 
 def fashion_problem(data_dir: Path, n_images: int, batch_size: int) -> Problem:
-    model = FashionNet()
-    model.load_state_dict(torch.load(data_dir / "fashion_cnn.pt", weights_only=True))
-    model.eval()
-    with np.load(data_dir / "fashion_val.npz") as data:
-        images = torch.tensor(data["val_set"][:n_images] / 255.0, dtype=torch.float32)[:, None]
-        labels = torch.tensor(data["targets"][:n_images], dtype=torch.int64)
+    model = fashion_mnist.load_model(data_dir)
+    images = fashion_mnist.load_images(n_images, data_dir)
+    labels = fashion_mnist.load_labels(n_images, data_dir)
     layers = ["conv1", "conv2", "parallel.0"]
-    return Problem(model, images, labels, layers, "conv2", epsilon_plus_merge_bn, list(range(8)), batch_size)
+    return Problem(model, images, labels, layers, "conv2", fashion_mnist.composite, list(range(8)), batch_size)
 
 
 def vgg11_problem(n_images: int, batch_size: int) -> Problem:
@@ -148,12 +130,6 @@ def vgg11_problem(n_images: int, batch_size: int) -> Problem:
 
 
 # -- the two libraries ----------------------------------------------------------------------------------------------
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def run_crp(problem: Problem, n: int, refs: int) -> dict[str, Any]:
@@ -263,12 +239,6 @@ def run_bare_glocal(problem: Problem, n: int) -> float:
     return time.perf_counter() - start
 
 
-def measured(fn: Callable[[], Any]) -> tuple[int, Any]:
-    with PeakMemory() as memory:
-        result = fn()
-    return memory.growth, result
-
-
 # -- cases ----------------------------------------------------------------------------------------------------------
 
 
@@ -297,12 +267,8 @@ CASES = {
 
 def build_problem(case: Case, args: argparse.Namespace, n_images: int) -> Problem:
     if case.key == "a":
-        return fashion_problem(Path(args.data_dir), n_images, args.batch_size)
+        return fashion_problem(args.data_dir, n_images, args.batch_size)
     return vgg11_problem(n_images, args.batch_size)
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
 
 
 def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
@@ -323,10 +289,10 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     crp_runs, glocal_runs, bare_runs, bare_glocal_runs = [], [], [], []
     crp_peaks, glocal_peaks = [], []
     for repeat in range(args.repeats):
-        peak, crp = measured(lambda: run_crp(problem, n, refs))
+        _seconds, peak, crp = measure(lambda: run_crp(problem, n, refs))
         crp_runs.append(crp)
         crp_peaks.append(peak)
-        peak, ours = measured(lambda: run_glocal(problem, n, refs, args.ref_mode))
+        _seconds, peak, ours = measure(lambda: run_glocal(problem, n, refs, args.ref_mode))
         glocal_runs.append(ours)
         glocal_peaks.append(peak)
         bare_runs.append(run_bare_zennit(problem, n))
@@ -342,8 +308,6 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
 
     crp_s, glocal_s = med(crp_runs, "s"), med(glocal_runs, "s")
     glocal_scan_s, bare_s = med(glocal_runs, "scan_s"), median(bare_runs)
-    speedup = crp_s / glocal_s
-    scan_over_bare = glocal_scan_s / bare_s
     row: dict[str, Any] = {
         "case": case.key,
         "description": case.description,
@@ -358,9 +322,7 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         "repeats": args.repeats,
         "crp_s": round(crp_s, 4),
         "glocal_s": round(glocal_s, 4),
-        "speedup": round(speedup, 2),
-        "target_speedup": 3.0,
-        "meets_speedup": speedup >= 3.0,
+        **target_fields("speedup", crp_s / glocal_s, 3.0),
         "crp_scan_s": round(med(crp_runs, "scan_s"), 4),
         "crp_refs_s": round(med(crp_runs, "refs_s"), 4),
         "glocal_scan_s": round(glocal_scan_s, 4),
@@ -368,23 +330,23 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         "bare_s": round(bare_s, 4),
         "bare_method": "zennit Gradient attributor, same composite and batches, label one-hot back to the input",
         "bare_glocal_s": round(median(bare_glocal_runs), 4),
-        "scan_over_bare": round(scan_over_bare, 3),
+        **target_fields("scan_over_bare", glocal_scan_s / bare_s, 1.5, digits=3, at_most=True),
         "scan_over_bare_glocal": round(glocal_scan_s / median(bare_glocal_runs), 3),
-        "target_scan_over_bare": 1.5,
-        "meets_scan_over_bare": scan_over_bare <= 1.5,
         "crp_peak_mb": round(max(crp_peaks) / MB, 1),
         "glocal_peak_mb": round(max(glocal_peaks) / MB, 1),
         "crp_n_refs": crp_runs[-1]["n_refs"],
         "glocal_n_refs": glocal_runs[-1]["n_refs"],
-        "crp_runs_s": [round(r["s"], 4) for r in crp_runs],
-        "glocal_runs_s": [round(r["s"], 4) for r in glocal_runs],
-        "bare_runs_s": [round(t, 4) for t in bare_runs],
+        "crp_runs_s": rounded(r["s"] for r in crp_runs),
+        "glocal_runs_s": rounded(r["s"] for r in glocal_runs),
+        "bare_runs_s": rounded(bare_runs),
     }
     if memory_sizes:
         by_n: dict[str, float] = {}
         for size in memory_sizes:
             with tempfile.TemporaryDirectory(prefix="bench-glocal-mem-") as tmp:
-                peak, _index = measured(lambda size=size, tmp=tmp: glocal_scan(problem, size, Path(tmp) / "index"))
+                _seconds, peak, _index = measure(
+                    lambda size=size, tmp=tmp: glocal_scan(problem, size, Path(tmp) / "index")
+                )
             by_n[str(size)] = round(peak / MB, 1)
             log(f"[{case.key}] glocal scan of {size} images: peak {peak / MB:.1f} MiB")
         row["glocal_scan_peak_mb_by_n"] = by_n
@@ -395,10 +357,7 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="a,b", help="comma-separated cases among a,b (default: both)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per side (median reported; default 1)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64 images in (a), 16 in (b)")
+    parser = Arguments(__doc__, cases=CASES, repeats=1, quick="smoke run: 64 images in (a), 16 in (b)")
     parser.add_argument("--images", type=int, default=None, help="override the number of images of every case")
     parser.add_argument("--refs", type=int, default=8, help="reference samples per concept (default 8)")
     parser.add_argument(
@@ -409,20 +368,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "ranked by and started from the concept's activation",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="scan batch size for every side (default 32)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="where fashion_cnn.pt/fashion_val.npz are")
-    parser.add_argument("--json-out", default=None, help="also write the JSON lines to this file")
-    args = parser.parse_args(argv)
-    args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in args.cases if c not in CASES]
-    if unknown:
-        parser.error(f"unknown case(s) {unknown}; choose among {sorted(CASES)}")
-    for name in ("repeats", "refs", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.images is not None and args.images < 1:
-        parser.error("--images must be at least 1")
-    return args
+    return parser.parse(argv, at_least_one=("refs", "batch_size", "images"))
 
 
 def main(argv: list[str] | None = None) -> int:

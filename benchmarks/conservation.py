@@ -48,6 +48,7 @@ from zennit.layer import Sum
 from zennit.rules import Epsilon, Gamma, Norm, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, Convolution
 
+from common import Arguments, json_lines, log, set_threads
 from glocal.demo import load_model, load_photos, normalise
 from glocal.lrp.bias_rules import BiasFreeGamma, BiasFreeZBox, BiasFreeZPlus
 from glocal.lrp.canonizers import MobileNetV2Canonizer
@@ -256,15 +257,13 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Arguments(__doc__, threads=1, data_dir=False)
     parser.add_argument("--candidates", nargs="+", default=None, help="candidate names (default: all)")
     parser.add_argument("--photos", nargs="+", default=list(PHOTOS), help="skimage.data photos")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
-    parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON lines to this file")
     parser.add_argument("--png", type=Path, default=None, help="write the heatmap grid to this PNG file")
     parser.add_argument("--markdown", action="store_true", help="print the medians as a Markdown table on stderr")
     parser.add_argument("--from-jsonl", type=Path, default=None, help="only print the table of earlier results")
-    return parser.parse_args(argv)
+    return parser.parse(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         names = list(dict.fromkeys(row["candidate"] for row in rows if "candidate" in row))
         print(markdown([summarise(name, [row for row in rows if row.get("candidate") == name]) for name in names]))
         return 0
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     model = load_model()[0]
     raw = load_photos(args.photos)
     images = normalise(raw)
@@ -282,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.candidates or list(available)
     unknown = [name for name in names if name not in available]
     if unknown:
-        print(f"unknown candidates {unknown}; choose from {list(available)}", file=sys.stderr)
+        log(f"unknown candidates {unknown}; choose from {list(available)}")
         return 2
     lines: list[dict[str, Any]] = []
     heatmaps: dict[str, torch.Tensor] = {}
@@ -294,13 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         for photo, row in zip(args.photos, rows, strict=True):
             lines.append({"candidate": name, "photo": photo, **row})
         lines.append(summarise(name, rows))
-        print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    out = [json.dumps(line) for line in lines]
-    print("\n".join(out))
-    if args.json_out:
-        args.json_out.write_text("\n".join(out) + "\n")
+        log(f"{name}: {time.perf_counter() - start:.1f} s")
+    with json_lines(args.json_out) as emit:
+        for line in lines:
+            emit(line)
     if args.markdown:
-        print(markdown([line for line in lines if "summary" in line]), file=sys.stderr)
+        log(markdown([line for line in lines if "summary" in line]))
     if args.png:
         save_grid(args.png, raw, heatmaps, list(args.photos), kept)
     return 0

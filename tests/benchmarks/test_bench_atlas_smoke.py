@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "bench_atlas.py"
-DATA = REPO.parent / "shared" / "data"
 
 CASE_KEYS = {
     "case",
@@ -41,14 +35,10 @@ CASE_KEYS = {
 }
 
 
-@pytest.mark.skipif(not (DATA / "fashion_cnn.pt").exists(), reason="needs ../shared/data/fashion_cnn.pt")
-def test_bench_atlas_quick(tmp_path: Path) -> None:
-    json_out = tmp_path / "bench.jsonl"
-    command = [sys.executable, str(SCRIPT), "--quick", "--repeats", "1", "--threads", "1", "--json-out", str(json_out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
+@pytest.mark.usefixtures("fashion_data")
+def test_bench_atlas_quick(run_benchmark: Callable[..., list[dict[str, Any]]]) -> None:
+    lines = run_benchmark("bench_atlas.py", "--quick", "--threads", "1")  # --quick: one repeat
 
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     assert len(lines) == 2
     assert {"cpu", "cores", "torch", "zennit"} <= set(lines[0]["machine"])
     row = lines[1]
@@ -59,4 +49,3 @@ def test_bench_atlas_quick(tmp_path: Path) -> None:
     assert row["atlas_s"] > 0 and row["bare_s"] > 0 and row["regional_s"] > 0 and row["bare_regional_s"] > 0
     assert set(row["agreement"]) == set(row["layers"]) == set(row["top"])
     assert all(0 <= scores["jaccard"] <= 1 for scores in row["agreement"].values())
-    assert [json.loads(line) for line in json_out.read_text().splitlines()] == lines

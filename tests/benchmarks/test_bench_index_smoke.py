@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "bench_index.py"
-DATA = REPO.parent / "shared" / "data"
 
 CASE_KEYS = {
     "case",
@@ -44,25 +38,11 @@ CASE_KEYS = {
 }
 
 
-@pytest.mark.skipif(not (DATA / "fashion_cnn.pt").exists(), reason="needs ../shared/data/fashion_cnn.pt")
-def test_bench_index_case_a_quick(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("fashion_data")
+def test_bench_index_case_a_quick(run_benchmark: Callable[..., list[dict[str, Any]]]) -> None:
     pytest.importorskip("crp", reason="the benchmark compares against zennit-crp")
-    json_out = tmp_path / "bench.jsonl"
-    command = [
-        sys.executable,
-        str(SCRIPT),
-        "--cases",
-        "a",
-        "--quick",
-        "--threads",
-        "1",
-        "--json-out",
-        str(json_out),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
+    lines = run_benchmark("bench_index.py", "--cases", "a", "--quick", "--threads", "1")
 
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     assert len(lines) == 2
     assert {"cpu", "cores", "torch", "zennit", "zennit_crp"} <= set(lines[0]["machine"])
     row = lines[1]
@@ -74,4 +54,3 @@ def test_bench_index_case_a_quick(tmp_path: Path) -> None:
     assert row["crp_n_refs"] == row["glocal_n_refs"] == 8 * row["refs_per_concept"]
     assert row["crp_s"] > 0 and row["glocal_s"] > 0 and row["bare_s"] > 0
     assert set(row["glocal_scan_peak_mb_by_n"]) == {"32", "64"}
-    assert [json.loads(line) for line in json_out.read_text().splitlines()] == lines

@@ -1,5 +1,8 @@
 """Models for the parity tests against zennit-crp: the trained FashionMNIST CNN and random-weight torchvision models.
 
+The FashionMNIST model, its images and its composite are those of ``benchmarks/fashion_mnist.py`` (on the import path
+through ``tests/conftest.py``); here they skip the test when the data is missing.
+
 Each :class:`Setup` names a chain of three layers to condition on (``top`` ran last in the forward pass), layers to
 record without conditioning, two targets, and per chain layer the two channels most relevant to the first target of
 sample 0 (so that conditional heatmaps are not zero by accident).
@@ -9,45 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonPlus
 from zennit.core import Composite
-from zennit.layer import Sum
 
+import fashion_mnist
+from fashion_mnist import FashionNet
 from glocal import Attributor, ChannelConcept
 
-DATA = Path(__file__).parents[2].parent / "shared" / "data"
-
-
-class FashionNet(torch.nn.Module):
-    """The trained FashionMNIST classifier of ``../shared/data`` (zennit-crp's regression-test model)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parallel = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 5, stride=2, bias=False), torch.nn.BatchNorm2d(16))
-        self.conv1 = torch.nn.Conv2d(1, 16, 3)
-        self.bn1 = torch.nn.BatchNorm2d(16)
-        self.conv2 = torch.nn.Conv2d(16, 16, 3, stride=2)
-        self.bn2 = torch.nn.BatchNorm2d(16)
-        self.relu = torch.nn.ReLU()
-        self.sum = Sum()
-        self.maxpooling = torch.nn.MaxPool2d(2)
-        self.flatten = torch.nn.Flatten()
-        self.linear1 = torch.nn.Linear(576, 120)
-        self.linear2 = torch.nn.Linear(120, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        identity = self.parallel(x)
-        out = self.relu(self.sum(torch.stack([identity, out], dim=-1)))
-        out = self.flatten(self.maxpooling(out))
-        out = self.relu(self.linear1(out))
-        return self.linear2(out)
+DATA = fashion_mnist.DATA_DIR
 
 
 @dataclass
@@ -79,22 +54,24 @@ class Setup:
         return self
 
 
+def require_fashion_data() -> None:
+    """Skip the calling test when the FashionMNIST files are not beside the checkout."""
+    if not fashion_mnist.available(DATA):
+        pytest.skip(f"the FashionMNIST model and images are not in {DATA}")
+
+
 def fashion_model() -> FashionNet:
-    path = DATA / "fashion_cnn.pt"
-    if not path.exists():
-        pytest.skip(f"the FashionMNIST model is not at {path}")
-    model = FashionNet()
-    model.load_state_dict(torch.load(path, weights_only=True))
-    return model.eval()
+    require_fashion_data()
+    return fashion_mnist.load_model(DATA)
 
 
 def fashion_images(count: int) -> torch.Tensor:
-    values = np.load(DATA / "fashion_val.npz")["val_set"][:count]
-    return torch.tensor(values / 255.0, dtype=torch.float32)[:, None]
+    require_fashion_data()
+    return fashion_mnist.load_images(count, DATA)
 
 
 def fashion_composite() -> Composite:
-    return EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])
+    return fashion_mnist.composite()
 
 
 def fashion_setup() -> Setup:
