@@ -6,24 +6,9 @@ import pytest
 import torch
 import zennit.core
 import zennit.rules
+from zennit_rules import zennit_rules
 
 from glocal.attribution.affine import direct_term, modified_module, same_params
-
-
-def _rules() -> dict[str, zennit.core.BasicHook]:
-    rules = {
-        "epsilon": zennit.rules.Epsilon(),
-        "gamma": zennit.rules.Gamma(gamma=0.25),
-        "zplus": zennit.rules.ZPlus(),
-        "alpha2beta1": zennit.rules.AlphaBeta(alpha=2.0, beta=1.0),
-        "zbox": zennit.rules.ZBox(low=-1.0, high=1.0),
-        "flat": zennit.rules.Flat(),
-        "wsquare": zennit.rules.WSquare(),
-    }
-    if "zero_params" in zennit.rules.Epsilon.__init__.__code__.co_varnames:  # zennit >= 0.4.7
-        rules["epsilon without bias"] = zennit.rules.Epsilon(zero_params=["bias"])
-        rules["gamma without bias"] = zennit.rules.Gamma(gamma=0.25, zero_params=["bias"])
-    return rules
 
 
 def _modules() -> dict[str, torch.nn.Module]:
@@ -37,9 +22,9 @@ def _modules() -> dict[str, torch.nn.Module]:
 
 @pytest.mark.skipif(not hasattr(zennit.core, "ParamMod"), reason="zennit <= 0.4.6 has no ParamMod: no shortcut")
 @pytest.mark.parametrize("module_name", list(_modules()))
-@pytest.mark.parametrize("rule_name", list(_rules()))
+@pytest.mark.parametrize("rule_name", list(zennit_rules()))
 def test_direct_parameters_equal_zennits_context_manager(rule_name, module_name):
-    rule, module = _rules()[rule_name], _modules()[module_name]
+    rule, module = zennit_rules()[rule_name], _modules()[module_name]
     params = {name: p for name, p in module._parameters.items() if p is not None}
     before = {name: p.detach().clone() for name, p in params.items()}
     for param_mod in rule.param_modifiers:

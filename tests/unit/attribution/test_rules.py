@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import zennit.core
-import zennit.rules
+from zennit_rules import zennit_rules
 
 from glocal.attribution.rules import _coefficient, _nonzero
 
 
-def _rules() -> dict[str, zennit.core.BasicHook]:
-    rules = {
-        "epsilon": zennit.rules.Epsilon(),
-        "gamma": zennit.rules.Gamma(gamma=0.25),
-        "zplus": zennit.rules.ZPlus(),
-        "alpha2beta1": zennit.rules.AlphaBeta(alpha=2.0, beta=1.0),
-        "zbox": zennit.rules.ZBox(low=-1.0, high=1.0),
-        "flat": zennit.rules.Flat(),
-        "wsquare": zennit.rules.WSquare(),
-    }
-    if "zero_params" in zennit.rules.Epsilon.__init__.__code__.co_varnames:  # zennit >= 0.4.7
-        rules["epsilon without bias"] = zennit.rules.Epsilon(zero_params=["bias"])
-        rules["gamma without bias"] = zennit.rules.Gamma(gamma=0.25, zero_params=["bias"])
-    return rules
-
-
-@pytest.mark.parametrize("rule_name", list(_rules()))
+@pytest.mark.parametrize("rule_name", list(zennit_rules()))
 def test_coefficient_equals_the_reducer_on_unit_tensors(rule_name):
-    rule = _rules()[rule_name]
+    rule = zennit_rules()[rule_name]
     terms = len(rule.input_modifiers)
     like = torch.zeros(2)
     for k in range(terms):

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from two_conv_net import LAYER, SIZE, two_conv_net
 from zennit.composites import EpsilonPlus, LayerMapComposite
 from zennit.rules import Epsilon, Pass
 
 from glocal import Attributor, PerSample
 from glocal.index.references import receptive_field_boxes, reference_heatmaps
-
-SIZE = 12
-LAYER = "1"  # the second 3x3 conv: its units see a 5x5 window of the input
-
-
-def _net() -> torch.nn.Sequential:
-    """Two 3x3 convs (padding 1, no pooling, so layer "1" keeps the 12x12 grid), then a linear classifier."""
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1),
-        torch.nn.Conv2d(4, 4, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(4 * SIZE * SIZE, 3),
-    ).eval()
 
 
 def _epsilon() -> LayerMapComposite:
@@ -43,7 +29,7 @@ TARGETS = [0, 2, 1, 2]
 
 
 def test_relmax_heatmaps_equal_per_sample_engine_calls(data: torch.Tensor) -> None:
-    attributor = Attributor(_net(), EpsilonPlus())
+    attributor = Attributor(two_conv_net(), EpsilonPlus())
     heatmaps = reference_heatmaps(attributor, data, LAYER, 3, TARGETS, mode="relevance")
     assert heatmaps.shape == (4, SIZE, SIZE)
     for n, target in enumerate(TARGETS):
@@ -56,7 +42,7 @@ def test_relmax_heatmaps_equal_per_sample_engine_calls(data: torch.Tensor) -> No
 
 
 def test_actmax_heatmaps_equal_start_layer_calls(data: torch.Tensor) -> None:
-    attributor = Attributor(_net(), EpsilonPlus())
+    attributor = Attributor(two_conv_net(), EpsilonPlus())
     heatmaps = reference_heatmaps(attributor, data, LAYER, 1, mode="activation")
     for n in range(data.shape[0]):
         # ActMax starts from the positive part of the channel's activation (layer "1" is a conv before its ReLU)
@@ -72,7 +58,7 @@ def test_actmax_heatmaps_equal_start_layer_calls(data: torch.Tensor) -> None:
 
 
 def test_relmax_needs_one_target_per_sample(data: torch.Tensor) -> None:
-    attributor = Attributor(_net(), EpsilonPlus())
+    attributor = Attributor(two_conv_net(), EpsilonPlus())
     with pytest.raises(ValueError, match="targets"):
         reference_heatmaps(attributor, data, LAYER, 0, mode="relevance")
     with pytest.raises(ValueError, match="one value per sample"):
@@ -85,7 +71,7 @@ def test_relmax_needs_one_target_per_sample(data: torch.Tensor) -> None:
 @pytest.mark.parametrize(("row", "column"), [(5, 6), (0, 0), (11, 4), (3, 11)])
 def test_box_is_the_known_receptive_field(data: torch.Tensor, mode: str, row: int, column: int) -> None:
     # two 3x3 convs: the unit at (row, column) of layer "1" sees rows row-2..row+2 and columns column-2..column+2
-    attributor = Attributor(_net(), _epsilon())
+    attributor = Attributor(two_conv_net(), _epsilon())
     channel = 2
     targets = TARGETS if mode == "relevance" else None
     boxes = receptive_field_boxes(
@@ -102,7 +88,7 @@ def test_box_is_the_known_receptive_field(data: torch.Tensor, mode: str, row: in
     expected = (max(row - 2, 0), max(column - 2, 0), min(row + 3, SIZE), min(column + 3, SIZE))
     if mode == "activation":  # started from the unit's positive activation: none when the unit is not active
         with torch.no_grad():
-            active = _net()[:2](data)[:, channel, row, column] > 0
+            active = two_conv_net()[:2](data)[:, channel, row, column] > 0
         assert active.any() and not active.all()
         assert boxes == [expected if on else (0, 0, SIZE, SIZE) for on in active.tolist()]
     else:  # a unit whose ReLU is off gets no relevance: then the whole sample is kept
@@ -111,7 +97,7 @@ def test_box_is_the_known_receptive_field(data: torch.Tensor, mode: str, row: in
 
 
 def test_box_padding_and_threshold(data: torch.Tensor) -> None:
-    attributor = Attributor(_net(), _epsilon())
+    attributor = Attributor(two_conv_net(), _epsilon())
     positions = [5 * SIZE + 6, 1 * SIZE + 0, 11 * SIZE + 0, 3 * SIZE + 11]  # active units of channel 2
     padded = receptive_field_boxes(attributor, data, LAYER, 2, positions, mode="activation", threshold=0.0, padding=1)
     assert padded == [(2, 3, 9, 10), (0, 0, 5, 4), (8, 0, 12, 4), (0, 8, 7, 12)]
@@ -121,7 +107,7 @@ def test_box_padding_and_threshold(data: torch.Tensor) -> None:
 
 
 def test_boxes_do_not_depend_on_batching(data: torch.Tensor) -> None:
-    attributor = Attributor(_net(), EpsilonPlus())
+    attributor = Attributor(two_conv_net(), EpsilonPlus())
     relevance = attributor(data, {"y": PerSample([[t] for t in TARGETS])}, record=[LAYER]).relevances[LAYER]
     positions = [int(p) for p in relevance[:, 3].flatten(1).argmax(1)]  # the most relevant unit of channel 3
     for mode, targets in (("relevance", TARGETS), ("activation", None)):
@@ -143,6 +129,6 @@ def test_boxes_do_not_depend_on_batching(data: torch.Tensor) -> None:
 
 
 def test_box_outside_the_map_is_an_error(data: torch.Tensor) -> None:
-    attributor = Attributor(_net(), EpsilonPlus())
+    attributor = Attributor(two_conv_net(), EpsilonPlus())
     with pytest.raises(ValueError, match="outside layer"):
         receptive_field_boxes(attributor, data[:1], LAYER, 0, [SIZE * SIZE], mode="activation")

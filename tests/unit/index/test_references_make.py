@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from two_conv_net import LAYER, SIZE, two_conv_net
 from zennit.composites import EpsilonPlus
 
 from glocal import Attributor
 from glocal.index.references import Reference, make_reference
 from glocal.viz.references import reference_grid
 
-SIZE = 12
-LAYER = "1"
 TARGETS = [0, 2, 1, 2]
-
-
-def _net() -> torch.nn.Sequential:
-    """Two 3x3 convs (padding 1, so layer "1" keeps the 12x12 grid), then a linear classifier."""
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1),
-        torch.nn.Conv2d(4, 4, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(4 * SIZE * SIZE, 3),
-    ).eval()
 
 
 @pytest.fixture
@@ -34,7 +21,7 @@ def data() -> torch.Tensor:
 
 
 def test_grid_and_reference(data: torch.Tensor) -> None:
-    attributor = Attributor(_net(), EpsilonPlus())
+    attributor = Attributor(two_conv_net(), EpsilonPlus())
     images = (data - data.min()) / (data.max() - data.min())
     reference = make_reference(
         attributor,
