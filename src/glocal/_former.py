@@ -84,6 +84,22 @@ class FormerModule(types.ModuleType):
         return sorted({name for home in FORMER[self._former] for name in dir(importlib.import_module(home))})
 
 
+def former_module(module: str) -> str:
+    """The 0.1 path of ``module`` where it moved, else ``module``: fingerprints and cache keys name classes by these
+    paths, so that indexes and reference caches made before the package was split still match.
+
+    >>> former_module("glocal.lrp.bias_rules"), former_module("glocal.index.references.pictures")
+    ('glocal.bias_rules', 'glocal.references')
+    >>> former_module("glocal.attribution.run"), former_module("torch.nn.modules.conv")
+    ('glocal.attribution.run', 'torch.nn.modules.conv')
+    """
+    for name, homes in FORMER.items():
+        for home in homes:
+            if home != "glocal.viz" and (module == home or module.startswith(home + ".")):
+                return f"glocal.{name}"
+    return module
+
+
 def install() -> None:
     """Register the former paths in ``sys.modules``, so that ``import glocal.atlas`` finds them."""
     for name in FORMER:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._former import former_module
 from ..progress import progress_bar
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "digest_changes",
     "model_fingerprint",
     "sample_digest",
+    "stable_name",
 ]
 
 _SAMPLES = 16
@@ -50,9 +53,11 @@ _DIGITS = 6
 _rule_hashes: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
-def _qualname(obj: Any) -> str:
-    cls = obj if isinstance(obj, type) else type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
+def stable_name(obj: Any) -> str:
+    """``module.qualname`` of a class or function (of an instance: its class), glocal's own named by their 0.1
+    module paths (:func:`glocal._former.former_module`), so that a fingerprint does not change when code moves."""
+    named = obj if isinstance(obj, type) or inspect.isroutine(obj) else type(obj)
+    return f"{former_module(named.__module__)}.{named.__qualname__}"
 
 
 def _update_tensor(digest: Any, tensor: torch.Tensor) -> None:
@@ -84,7 +89,7 @@ def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
         else:  # extra state
             digest.update(repr(value).encode())
     return {
-        "class": _qualname(model),
+        "class": stable_name(model),
         "parameters": sum(p.numel() for p in model.parameters()),
         "sha256": digest.hexdigest(),
     }
@@ -121,7 +126,7 @@ def _behaviour_hash(rule: Any) -> str:
         return _rule_hashes[rule]
     except (KeyError, TypeError):
         pass
-    digest = hashlib.sha256(_qualname(rule).encode())
+    digest = hashlib.sha256(stable_name(rule).encode())
     with torch.enable_grad():
         # the small-input variant makes stabilisers (epsilon) visible even when they are tiny
         for probe, data in [(p, d * scale) for p, d in _probes() for scale in (1.0, 1e-4)]:
@@ -174,10 +179,10 @@ def composite_fingerprint(composite: Any, model: torch.nn.Module) -> dict[str, A
     for name, module in model.named_modules():
         template = module_map(ctx, name, module)
         if template is not None:
-            rules[name or "<root>"] = {"rule": _qualname(template), "behaviour": _behaviour_hash(template)}
+            rules[name or "<root>"] = {"rule": stable_name(template), "behaviour": _behaviour_hash(template)}
     return {
-        "class": _qualname(composite),
-        "canonizers": [_qualname(canonizer) for canonizer in (getattr(composite, "canonizers", None) or [])],
+        "class": stable_name(composite),
+        "canonizers": [stable_name(canonizer) for canonizer in (getattr(composite, "canonizers", None) or [])],
         "rules": rules,
     }
 
@@ -239,7 +244,7 @@ def dataset_fingerprint(dataset: Any) -> dict[str, Any]:
     for position in positions:
         digest.update(f"#{position}".encode())
         _update_sample(digest, dataset[position])
-    return {"class": _qualname(dataset), "length": length, "samples": positions, "sha256": digest.hexdigest()}
+    return {"class": stable_name(dataset), "length": length, "samples": positions, "sha256": digest.hexdigest()}
 
 
 DIGEST_BYTES = 32  # sha256

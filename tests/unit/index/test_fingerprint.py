@@ -117,3 +117,25 @@ def test_exact_dataset_fingerprint_sees_every_sample_and_not_the_split() -> None
     relabelled = list(data)
     relabelled[11] = (data[11][0], 9)
     assert combine_digests(50, 8, batch_digests(relabelled, 8, progress=False)) != exact
+
+
+def test_fingerprints_and_cache_keys_name_glocal_classes_by_their_0_1_paths():
+    """Indexes and reference caches made before the package was split into subpackages still match: the names in a
+    fingerprint are those glocal 0.1 wrote (its auto composite for MobileNetV2 gave exactly these)."""
+    import torchvision
+
+    from glocal import ChannelConcept
+    from glocal.index.fingerprint import stable_name
+    from glocal.index.references import min_max_image
+    from glocal.lrp.composites import auto
+
+    model = torchvision.models.mobilenet_v2(weights=None).eval()
+    fingerprint = composite_fingerprint(auto(model).composite, model)
+    assert fingerprint["canonizers"] == ["glocal.canonizers.MobileNetV2Canonizer"]
+    rules = {entry["rule"] for entry in fingerprint["rules"].values()}
+    assert rules == {"glocal.bias_rules.BiasFreeGamma", "glocal.bias_rules.BiasFreeZBox", "zennit.rules.Epsilon"} | {
+        "zennit.rules.Pass"
+    }
+    assert stable_name(min_max_image) == "glocal.references.min_max_image"
+    assert stable_name(ChannelConcept) == stable_name(ChannelConcept()) == "glocal.concepts.ChannelConcept"
+    assert stable_name(torch.nn.Conv2d) == "torch.nn.modules.conv.Conv2d"  # other packages' names as they are

@@ -8,13 +8,13 @@ layer, the concept and its samples. A hit gives a :class:`Reference` without hea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ...attribution.engine import Attributor
-from ..fingerprint import composite_fingerprint, model_fingerprint
+from ..fingerprint import composite_fingerprint, model_fingerprint, stable_name
 from ..storage import ReferenceCache
 from .pictures import ImageFunction, crop_images
 from .reference import Mode, Reference
@@ -26,12 +26,6 @@ __all__ = ["cache_settings", "cached_reference", "reference_key", "store_referen
 
 _RENDER_THRESHOLD = 0.2  # render_references' default, which make_reference uses
 _CACHE_FORMAT = "glocal.references/2"  # 2: dark fade by default
-
-
-def _qualname(function: Callable[..., Any]) -> str:
-    module = getattr(function, "__module__", None) or type(function).__module__
-    name = getattr(function, "__qualname__", None) or type(function).__qualname__
-    return f"{module}.{name}"
 
 
 def cache_settings(
@@ -62,14 +56,14 @@ def cache_settings(
         "box_padding": box_padding,
         "opacity": opacity,
         "render_threshold": _RENDER_THRESHOLD,
-        "to_image": _qualname(to_image),
+        "to_image": stable_name(to_image),
     }
     model = attributor.model
     settings.update(
         index=index.manifest,
         model=model_fingerprint(model),
         composite=None if attributor.composite is None else composite_fingerprint(attributor.composite, model),
-        concept_type=_qualname(type(attributor.concept(layer))),
+        concept_type=stable_name(type(attributor.concept(layer))),
         layer=layer,
     )
     return settings

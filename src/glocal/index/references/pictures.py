@@ -145,10 +145,6 @@ def min_max_image(inputs: torch.Tensor) -> torch.Tensor:
     return scaled.reshape(inputs.shape)
 
 
-# reference cache keys name the default ``to_image`` by its public path, as before references became a package
-min_max_image.__module__ = "glocal.index.references"
-
-
 def display_images(inputs: torch.Tensor, to_image: ImageFunction) -> torch.Tensor:
     """``to_image(inputs)`` checked, on the CPU, clipped to [0, 1]; greyscale made RGB."""
     images = to_image(inputs.detach()).detach().cpu().float()
