@@ -29,8 +29,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The library's doctests, then the tests (one run would also import every conftest.py as a doctest module, and
+# pytest mistakes two of them for one another).
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q --doctest-modules src/glocal tests
+	$(BIN)/python -m pytest -q --doctest-modules src/glocal
+	$(BIN)/python -m pytest -q tests
 
 # The oldest supported zennit (0.4.6, a different parameter-modifier API): a second small venv that borrows torch
 # from the main one and runs the engine's unit tests.
