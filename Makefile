@@ -44,7 +44,8 @@ oldest-zennit: $(STAMP)
 	$(BIN)/python -c "import site, pathlib; print(site.getsitepackages()[0]); print(pathlib.Path('src').resolve())" \
 		> $$($(OLD_ZENNIT)/bin/python -c "import site; print(site.getsitepackages()[0])")/glocal-main.pth
 	$(OLD_ZENNIT)/bin/python -c "import zennit, sys; assert zennit.__file__.startswith('$(CURDIR)/$(OLD_ZENNIT)'), zennit.__file__"
-	$(OLD_ZENNIT)/bin/python -m pytest -q -p no:cacheprovider tests/unit/attribution tests/unit/lrp
+	$(OLD_ZENNIT)/bin/python -m pytest -q -p no:cacheprovider tests/unit/attribution tests/unit/lrp \
+		--ignore=tests/unit/lrp/test_canonizers.py  # its reference rules take zennit >= 0.4.7's arguments
 
 # The four side-by-side benchmarks (each prints JSON lines, described at the top of its script) with the settings of
 # the reported numbers; `make bench BENCH_ARGS="--quick --threads 1"` is a smoke run.
