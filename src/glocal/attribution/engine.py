@@ -21,7 +21,7 @@ from .conditions import OUTPUT, Condition, as_conditions
 from .inputs import check_gradients_enabled, check_input
 from .masks import InitRelevance
 from .results import Attribution
-from .run import Run
+from .run import OnceChecks, Run
 from .session import Session
 
 __all__ = ["Attributor", "InitRelevance", "Run"]
@@ -75,8 +75,7 @@ class Attributor:
             )
         self.model = model
         self.composite, self.choice = resolve_composite(model, composite)
-        self._structure_checked = self.composite is None  # plain gradients: nothing to check
-        self._conservation_warned = False
+        self.checks = OnceChecks(structure_checked=self.composite is None)  # plain gradients: no structure to check
         self.concepts = concepts
         self.output_name = output_name
 

@@ -8,6 +8,7 @@ results into an :class:`~glocal.Attribution`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, overload
 
 import torch
@@ -34,23 +35,28 @@ from .regions import expand_region, region_weights
 from .results import Attribution
 from .session import Session
 
-__all__ = ["Run", "RunOwner"]
+__all__ = ["OnceChecks", "Run", "RunOwner"]
+
+
+@dataclass
+class OnceChecks:
+    """The checks an attributor makes once, whichever of its runs gets there first: the model's structure against
+    the composite (:class:`~glocal.CanonizerWarning`) and whether relevance was conserved
+    (:class:`~glocal.ConservationWarning`, at most once)."""
+
+    structure_checked: bool = False
+    conservation_warned: bool = False
 
 
 class RunOwner(Protocol):
     """What a run needs of the :class:`~glocal.Attributor` that starts it (a protocol: the attributor's module sits
-    above this one).
-
-    ``_structure_checked`` and ``_conservation_warned`` are the attributor's once-per-attributor warnings, which its
-    runs set.
-    """
+    above this one)."""
 
     model: torch.nn.Module
     composite: zennit.core.Composite | None
     choice: AutoComposite | None
     output_name: str
-    _structure_checked: bool
-    _conservation_warned: bool
+    checks: OnceChecks
 
     def concept(self, layer: str) -> Concept:
         """The concept type used for ``layer``."""
@@ -119,8 +125,8 @@ class Run:
             self.root = self.output
         self._planner = PathPlanner(self.probes, self.input, self.root, start_layer)
         self.order = self._planner.order
-        if not attributor._structure_checked:  # once per attributor, while the canonizers are applied
-            attributor._structure_checked = True
+        if not attributor.checks.structure_checked:  # once per attributor, while the canonizers are applied
+            attributor.checks.structure_checked = True
             problems = structure_problems(attributor.model, self.output, self.input)
             if problems is not None:
                 warn(problems, CanonizerWarning)
@@ -184,7 +190,9 @@ class Run:
         self, conditions: Condition | Mapping[str, Any] | Sequence[Condition | Mapping[str, Any]]
     ) -> Attribution:
         conditions = as_conditions(conditions, self.attributor.output_name)
-        check = self.heatmap and self.attributor.composite is not None and not self.attributor._conservation_warned
+        check = (
+            self.heatmap and self.attributor.composite is not None and not self.attributor.checks.conservation_warned
+        )
         self._gradients.kept_relevance = KeptRelevance() if check else None
         for condition in conditions:
             unknown = [name for name in condition.layers if name not in self.probes]
@@ -244,7 +252,7 @@ class Run:
         choice = self.attributor.choice
         message = kept.message(None if choice is None else choice.architecture) if kept is not None else None
         if message is not None:
-            self.attributor._conservation_warned = True
+            self.attributor.checks.conservation_warned = True
             warn(message, ConservationWarning)
 
     @overload
