@@ -70,6 +70,11 @@ def fashion_images(count: int) -> torch.Tensor:
     return fashion_mnist.load_images(count, DATA)
 
 
+def fashion_labels(count: int) -> torch.Tensor:
+    require_fashion_data()
+    return fashion_mnist.load_labels(count, DATA)
+
+
 def fashion_composite() -> Composite:
     return fashion_mnist.composite()
 

@@ -19,7 +19,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from parity_models import fashion_composite, fashion_images, fashion_model
+from parity_models import fashion_composite, fashion_images, fashion_labels, fashion_model
 from PIL import Image
 
 import glocal.compat.cache as compat_cache
@@ -49,8 +49,7 @@ class Fashion(torch.utils.data.Dataset):
 
     def __init__(self) -> None:
         self.images = fashion_images(SAMPLES)
-        labels = np.load(Path(__file__).parents[2].parent / "shared" / "data" / "fashion_val.npz")["targets"]
-        self.labels = labels[:SAMPLES].tolist()
+        self.labels = fashion_labels(SAMPLES).tolist()
 
     def __len__(self) -> int:
         return SAMPLES

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from parity_models import DATA, fashion_composite, fashion_images, fashion_model
+from parity_models import fashion_composite, fashion_images, fashion_labels, fashion_model
 
 from glocal.compat.attribution import CondAttribution
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def fashion() -> tuple[torch.nn.Module, torch.Tensor, int]:
     model = fashion_model()
-    target = int(np.load(DATA / "fashion_val.npz")["targets"][0])
+    target = int(fashion_labels(1)[0])
     return model, fashion_images(1), target
 
 
