@@ -110,6 +110,7 @@ def test_bad_arguments_say_what_to_do() -> None:
 def test_without_index_a_report_has_no_cards() -> None:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    before = {name: value.clone() for name, value in net.state_dict().items()}
     report = build_report(
         glocal.Attributor(net, EpsilonPlusFlat()),
         torch.rand(2, 1, 6, 6),
@@ -121,3 +122,6 @@ def test_without_index_a_report_has_no_cards() -> None:
     assert report.concepts == {} and report.atlas == ()
     assert [len(image.layers[0].concepts) for image in report.images] == [2, 2]
     assert all(image.graph is None for image in report.images)
+    # the user's model is left as it was: same weights, no hooks left behind
+    assert all(torch.equal(before[name], value) for name, value in net.state_dict().items())
+    assert all(not module._forward_hooks and not module._backward_hooks for module in net.modules())
