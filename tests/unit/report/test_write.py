@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def test_the_page_is_self_contained_and_states_its_size(mnist_report, tmp_path: 
     assert sources and all(source.startswith("data:image/png;base64,") for source in sources)
     assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text
     assert [p.name for p in path.parent.iterdir()] == ["report.html"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes files: readable by others to share
 
 
 def test_a_class_name_with_a_script_tag_is_text(mnist_report) -> None:
