@@ -29,6 +29,7 @@ def write_demo_report(mobilenet: MobilenetDemo | None, mnist: MnistDemo | None, 
         return None
     sections = []
     if mobilenet is not None:
+        graphs = mobilenet.result.graphs  # the attribution graphs the demo drew, shown again rather than recomputed
         report_photos = max(1, min(2, len(mobilenet.photos)))  # the photos with graphs: references cost time
         sections.append(
             build_report(
@@ -42,7 +43,7 @@ def write_demo_report(mobilenet: MobilenetDemo | None, mnist: MnistDemo | None, 
                 dataset=mobilenet.dataset,
                 to_image=preset("mobilenet_v2").picture,
                 references=6,
-                graph_widths=(3, 2),
+                graphs=[graphs[i] if i < len(graphs) else None for i in range(report_photos)],
                 layer_graph=mobilenet.blocks,
                 atlas=None,
                 name="MobileNetV2 (ImageNet)",

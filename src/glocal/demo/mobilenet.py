@@ -40,6 +40,7 @@ from ..lrp.bias_rules import mobilenet_v2_composite
 from ..presets import PresetError, mobilenet_v2
 from ..presets.images import square_picture
 from ..structure.attribution_graph import attribution_graph
+from ..structure.concept_graph import ConceptGraph
 from ..structure.layer_graph import LayerGraph, trace_layers
 from ..structure.paths import concept_path
 from .crops import CROP_PHOTOS, PhotoCrops
@@ -119,6 +120,8 @@ class DemoResult:
     structure: list[Path] = field(default_factory=list)
     model: torch.nn.Module | None = None
     blocks: LayerGraph | None = None
+    graphs: list[ConceptGraph] = field(default_factory=list)
+    """The attribution graphs drawn to ``graph-<photo>.png`` (the first ``structure_photos`` photos)."""
 
 
 def run(
@@ -141,20 +144,26 @@ def run(
     logger.info("explained %d photos through layer %s in %.1f s", len(photos), layer, time.perf_counter() - start)
     paths = save_concept_figures(explanation, images, out_dir, class_names, names=list(photos), dpi=100)
     blocks = trace_layers(model, normalise(images[:1]), granularity="blocks")
-    structure = _structure(model, images, list(photos), Path(out_dir), structure_photos, blocks)
+    structure, graphs = _structure(model, images, list(photos), Path(out_dir), structure_photos, blocks)
     return DemoResult(
-        explanation=explanation, paths=paths, class_names=class_names, structure=structure, model=model, blocks=blocks
+        explanation=explanation,
+        paths=paths,
+        class_names=class_names,
+        structure=structure,
+        model=model,
+        blocks=blocks,
+        graphs=graphs,
     )
 
 
 def _structure(
     model: torch.nn.Module, images: torch.Tensor, photos: list[str], out_dir: Path, count: int, layers: LayerGraph
-) -> list[Path]:
+) -> tuple[list[Path], list[ConceptGraph]]:
     """For the first ``count`` photos: the attribution graph and the followed concept path of the most relevant
     concept of :data:`GRAPH_LAYER`, drawn to ``graph-<photo>.png`` and ``path-<photo>.png``."""
     attributor = Attributor(model, composite())
     inputs = normalise(images)
-    written = []
+    written, graphs = [], []
     for index, name in enumerate(photos[:count]):
         sample = inputs[index : index + 1]
         start = time.perf_counter()
@@ -166,6 +175,7 @@ def _structure(
             attributor, sample, GRAPH_LAYER, concept, widths=[3, 2], heatmaps=True, layer_graph=layers
         )
         path = concept_path(attributor, sample, [(GRAPH_LAYER, concept)], k=3, follow=3, layer_graph=layers)
+        graphs.append(graph)
         written.append(graph.save(out_dir / f"graph-{name}.png", inputs=images[index], dpi=100))
         figure = path.figure(inputs=images[index])
         figure.savefig(out_dir / f"path-{name}.png", dpi=100)
@@ -179,7 +189,7 @@ def _structure(
             path,
             time.perf_counter() - start,
         )
-    return written
+    return written, graphs
 
 
 CROP_SIZE = 112

@@ -43,6 +43,7 @@ from .pictures import heatmap_png, image_png, picture_png
 
 if TYPE_CHECKING:
     from ..index.concept_index import ConceptIndex
+    from ..structure.concept_graph import ConceptGraph
 
 __all__ = ["SIZES", "build_report"]
 
@@ -67,6 +68,7 @@ def build_report(
     graph_widths: Sequence[int] | None = (3, 2),
     layer_graph: LayerGraph | None = None,
     atlas: ConceptAtlas | None = None,
+    graphs: Sequence[ConceptGraph | None] | None = None,
     name: str = "model",
     description: str = "",
     progress: bool = True,
@@ -105,6 +107,9 @@ def build_report(
         How the layers connect (default: traced from the model), for the graph.
     atlas
         A concept atlas to show: vote bars per layer, with reference thumbnails when ``index`` is given.
+    graphs
+        Attribution graphs already computed, one per image (``None`` for an image without one; computed with
+        ``heatmaps=True`` for the node heatmaps): shown instead of computing them (``graph_widths`` is then unused).
     name, description
         The section's title and the paragraph below it.
     progress
@@ -131,7 +136,10 @@ def build_report(
             for layer in layers
             if layer not in reference_layers
         ]
-    steps = len(layers) + (n if graph_widths is not None else 0) + len(reference_layers) + (atlas is not None)
+    if graphs is not None and len(graphs) != n:
+        raise InputError(f"graphs gives {len(graphs)} attribution graphs for {n} images; give one per image (or None)")
+    computed = graphs is None and graph_widths is not None
+    steps = len(layers) + (n if computed else 0) + len(reference_layers) + (atlas is not None)
     # references are rendered at most at the inputs' own size: small inputs (28 px digits) are shown scaled up with
     # crisp pixels rather than stored scaled up
     pixels = min(SIZES["reference"], max(inputs.shape[-2:])) if inputs.dim() == 4 else SIZES["reference"]
@@ -143,11 +151,10 @@ def build_report(
             explanations.append(explainer(inputs, layer, select=concepts))
             bar.update()
         first = explanations[0]
-        graphs: list[GraphData | None] = []
+        graph_data: list[GraphData | None] = [None if g is None else _graph_data(g) for g in graphs or [None] * n]
         for row in range(n):
             top = explanations[-1].concept_ids[row]
-            if graph_widths is None or not top:
-                graphs.append(None)
+            if not computed or graph_widths is None or not top:
                 continue
             graph = attribution_graph(
                 attributor,
@@ -160,7 +167,7 @@ def build_report(
                 heatmaps=True,
                 progress=False,
             )
-            graphs.append(_graph_data(graph))
+            graph_data[row] = _graph_data(graph)
             bar.update()
         cards: dict[str, ConceptCard] = {}
         for layer in reference_layers:
@@ -168,7 +175,7 @@ def build_report(
             shown = {c for e in explanations if e.layer == layer for row in e.concept_ids for c in row}
             nodes = {
                 node.concept
-                for graph in graphs
+                for graph in graph_data
                 if graph is not None and graph_references
                 for node in graph.nodes
                 if node.layer == layer
@@ -198,7 +205,7 @@ def build_report(
                 ),
                 heatmap=heatmap_png(first.heatmap[row], SIZES["picture"]),
                 layers=tuple(_uses(explanation, row) for explanation in explanations),
-                graph=graphs[row],
+                graph=graph_data[row],
             )
         )
     return ModelReport(

@@ -125,3 +125,24 @@ def test_without_index_a_report_has_no_cards() -> None:
     # the user's model is left as it was: same weights, no hooks left behind
     assert all(torch.equal(before[name], value) for name, value in net.state_dict().items())
     assert all(not module._forward_hooks and not module._backward_hooks for module in net.modules())
+
+
+def test_graphs_given_are_shown_as_they_are_and_not_computed_again(mnist_report, monkeypatch) -> None:
+    layer = mnist_report.layers[-1]
+    graph = glocal.attribution_graph(
+        mnist_report.attributor, mnist_report.inputs[:1], layer, 5, widths=[2], heatmaps=True, progress=False
+    )
+    from glocal.report import build as build_module
+
+    def no_graph(*args: object, **kwargs: object) -> None:
+        raise AssertionError("build_report computed a graph although one was given")
+
+    monkeypatch.setattr(build_module, "attribution_graph", no_graph)
+    report = build_report(
+        mnist_report.attributor, mnist_report.inputs, layers=[layer], concepts=2, graphs=[graph, None], progress=False
+    )
+    first, second = report.images
+    assert first.graph is not None and second.graph is None
+    assert first.graph.root == f"{layer}:5" and len(first.graph.nodes) == len(graph.nodes) == 3
+    with pytest.raises(InputError, match="graphs gives 1 attribution graphs for 2 images"):
+        build_report(mnist_report.attributor, mnist_report.inputs, layers=[layer], graphs=[graph], progress=False)
