@@ -154,3 +154,47 @@ def test_demo_passes_out_and_reports_failure(monkeypatch, tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "d")])
     assert result.exit_code == 1
     assert "the demo failed" in result.stderr
+
+
+def test_scan_under_torchrun_matches_one_process(tmp_path):
+    """Two processes under torchrun build the same index as one; only the first prints its JSON document."""
+    import glocal
+
+    args = [
+        "scan",
+        "-m",
+        "cli_models:make",
+        "--size",
+        "12",
+        "--channels",
+        "1",
+        "--data",
+        "cli_models:dataset",
+        "-l",
+        "2",
+        "--k",
+        "3",
+        "--batch-size",
+        "2",
+        "--json",
+        "--no-progress",
+    ]
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, here]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "glocal"]
+    done = subprocess.run(
+        [*command, *args, "--index", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    document = json.loads(done.stdout)  # one document: the second process prints nothing
+    assert document["world"] == 2 and document["rank"] == 0 and document["complete"] is True
+    single = CliRunner().invoke(cli, [*args, "--index", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+    one, two = glocal.ConceptIndex.open(tmp_path / "one"), glocal.ConceptIndex.open(tmp_path / "two")
+    for mode in ("relmax_sum", "actmax_max"):
+        assert torch.equal(torch.as_tensor(one.top("2", mode).ids), torch.as_tensor(two.top("2", mode).ids))

@@ -54,11 +54,11 @@ def _setup_logging(debug: bool) -> None:
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def _emit(settings: Settings, result: tuple[dict[str, Any], list[str]]) -> None:
+def _emit(settings: Settings, result: tuple[dict[str, Any] | None, list[str]]) -> None:
     document, lines = result
-    if settings.as_json:
+    if settings.as_json and document is not None:
         click.echo(json.dumps(document, indent=2))
-    else:
+    elif not settings.as_json:
         for line in lines:
             click.echo(line)
 

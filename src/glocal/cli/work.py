@@ -28,7 +28,8 @@ __all__ = ["atlas", "demo", "explain", "graph", "path", "refs", "report", "scan"
 
 logger = logging.getLogger("glocal.cli")
 
-Result = tuple[dict[str, Any], list[str]]
+Result = tuple[dict[str, Any] | None, list[str]]
+"""The JSON document (``None``: print nothing, e.g. on the other processes of a distributed scan) and the lines."""
 
 
 def _slug(text: str) -> str:
@@ -183,7 +184,7 @@ def scan(
         "world": world,
     }
     if rank != 0:  # under torchrun only the first process reports
-        return document, []
+        return None, []
     return document, [f"indexed {len(dataset)} samples, layers {', '.join(chosen)}, into {index_dir}"]
 
 
