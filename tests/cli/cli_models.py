@@ -29,3 +29,16 @@ def dataset() -> torch.utils.data.TensorDataset:
 
 
 NOT_CALLABLE = 3
+
+
+class Dataset(torch.utils.data.Dataset):
+    """The same eight inputs as :func:`dataset`, as a Dataset class (``--data cli_models:Dataset``)."""
+
+    def __init__(self) -> None:
+        self.inner = dataset()
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, number: int):
+        return self.inner[number]

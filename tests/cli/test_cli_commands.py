@@ -83,6 +83,23 @@ def test_named_composite(digit_files, mnist, pictures):
     assert [c["concept"] for c in document["images"][0]["layers"][LAYER]["concepts"]] == explanation.concept_ids[0]
     result = CliRunner().invoke(cli, ["explain", "-m", "mnist_cnn", str(digit_files[0]), "--composite", "Nope"])
     assert result.exit_code == 2 and "no zennit composite 'Nope'" in result.output
+    flat = _json(
+        "explain",
+        "-m",
+        "mnist_cnn",
+        digit_files[0],
+        "-l",
+        LAYER,
+        "--composite",
+        "epsilon_plus_flat",
+        "--canonizer",
+        "SequentialMergeBatchNorm",
+    )
+    assert flat["composite"] == "EpsilonPlusFlat + SequentialMergeBatchNorm"
+    result = CliRunner().invoke(
+        cli, ["explain", "-m", "mnist_cnn", str(digit_files[0]), "--composite", "EpsilonPlus", "--canonizer", "Nope"]
+    )
+    assert result.exit_code == 2 and "no canonizer called 'Nope'" in result.output
 
 
 def test_scan_resumes_and_checks_its_arguments(index_dir, digits):
@@ -275,6 +292,24 @@ def test_factory_model_with_weights_transform_and_dataset(tmp_path):
     assert len(document["images"][0]["layers"]["2"]["concepts"]) == 2
     scanned = _json("scan", *args, "--data", "cli_models:dataset", "-l", "2", "--index", tmp_path / "index", "--k", 2)
     assert scanned["samples"] == 8 and scanned["complete"]
+    classy = _json("scan", *args, "--data", "cli_models:Dataset", "-l", "2", "--index", tmp_path / "other", "--k", 2)
+    assert classy["samples"] == 8  # a Dataset class is instantiated
+    clash = CliRunner().invoke(
+        cli,
+        [
+            "scan",
+            *map(str, args),
+            "--data",
+            "cli_models:Dataset",
+            "-l",
+            "2",
+            "--index",
+            str(tmp_path / "index"),
+            "--k",
+            "2",
+        ],
+    )
+    assert clash.exit_code == 1 and "dataset.class" in clash.stderr and "Traceback" not in clash.output
     missing = CliRunner().invoke(
         cli, ["explain", "-m", "cli_models:make", "--size", "12", "--channels", "1", str(picture)]
     )

@@ -252,7 +252,8 @@ def load_data(data: str, loaded: Loaded) -> Any:
         return FolderDataset(path, loaded)
     if ":" in data and not path.exists():
         factory = import_object(data, "--data")
-        dataset = factory() if callable(factory) and not hasattr(factory, "__getitem__") else factory
+        make = callable(factory) and (inspect.isclass(factory) or not hasattr(factory, "__getitem__"))
+        dataset = factory() if make else factory
         if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
             raise click.BadParameter(
                 f"{data} gave a {type(dataset).__name__}, not a map-style dataset", param_hint="--data"
