@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glocal-installed
 
-.PHONY: demo test lint typecheck unit oldest-zennit bench clean
+.PHONY: demo test lint typecheck unit oldest-zennit bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m glocal.demo --out demo-output
 
-test: $(STAMP) lint typecheck unit oldest-zennit
+test: $(STAMP) browser lint typecheck unit oldest-zennit
+
+# The system Chromium that the report's browser test drives (tests/unit/report/test_browser.py): installed from Debian
+# when missing and we are root; otherwise a message (the test then skips locally and fails in CI).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if command -v $(CHROMIUM) >/dev/null 2>&1; then echo "chromium: $$($(CHROMIUM) --version 2>/dev/null || echo $(CHROMIUM))"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "chromium is missing and this is not root on Debian: install it (apt-get install chromium) for the report's browser test" >&2; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

