@@ -149,6 +149,8 @@ def test_demo_passes_out_and_reports_failure(monkeypatch, tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "d"), "--json"])
     assert result.exit_code == 0
     assert calls == [["--out", str(tmp_path / "d")]]
+    assert CliRunner().invoke(cli, ["demo", "--out", "x", "--quick", "--part", "mnist", "--no-report"]).exit_code == 0
+    assert calls[1] == ["--out", "x", "--quick", "--parts", "mnist", "--no-report"]
     assert json.loads(result.stdout) == {"out": str(tmp_path / "d"), "status": 0}
     monkeypatch.setattr(glocal.demo, "main", lambda argv: 1)
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "d")])

@@ -414,7 +414,7 @@ def atlas(
     return work.atlas(loaded, composite, data, layers, k, top, index_dir, out, settings.progress)
 
 
-@glocal_command("report", "glocal report --model mnist_cnn digits/*.png --out report.html")
+@glocal_command("report", "glocal report --model mnist_cnn digits/0/a.png digits/7/b.png --out report.html")
 @images_argument
 @model_options
 @layer_option
@@ -425,6 +425,10 @@ def atlas(
     help="An index for references and class statistics (with --data).",
 )
 @click.option("--data", "-d", help="The indexed dataset (with --index).")
+@click.option("--top", type=click.IntRange(1), default=6, show_default=True, help="Concepts per layer and image.")
+@click.option("--references", type=click.IntRange(1), default=6, show_default=True, help="Samples per reference.")
+@click.option("--widths", default="3,2", show_default=True, help="Attribution graph widths, or 'none' for no graph.")
+@click.option("--blocks", is_flag=True, help="Layer graph over the model's blocks (residual models).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HTML file.")
 def report(
     settings: Settings,
@@ -432,31 +436,42 @@ def report(
     layers: tuple[str, ...],
     index_dir: Path | None,
     data: str | None,
+    top: int,
+    references: int,
+    widths: str,
+    blocks: bool,
     out: Path,
     **options: Any,
 ) -> Any:
-    """One self-contained HTML report of images (opens from disk, no network)."""
+    """One self-contained HTML report of images: prediction, heatmap, top concepts with conditional heatmaps and
+    shares, an attribution graph and, with an index, references and class statistics (opens from disk, no network)."""
     from . import work
 
     if (index_dir is None) != (data is None):
         raise click.UsageError("--index and --data go together")
-    loaded, composite, _ = _load(options)
-    return work.report(loaded, composite, images, layers, index_dir, data, out)
+    counts = None if widths == "none" else _widths(widths)
+    loaded, composite, description = _load(options)
+    view = work.ReportOptions(top=top, references=references, widths=counts, blocks=blocks, progress=settings.progress)
+    return work.report(loaded, composite, description, images, layers, index_dir, data, out, view)
 
 
-@glocal_command("demo", "glocal demo --out demo-output")
+@glocal_command("demo", "glocal demo --quick --out demo-output")
 @click.option(
     "--out",
     default=Path("demo-output"),
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the demo's files.",
+    help="Folder for the demo's PNGs and report.html.",
 )
-def demo(settings: Settings, out: Path) -> Any:
-    """The demo: a pretrained MobileNetV2 on photos that ship offline (needs glocal[demo])."""
+@click.option("--quick", is_flag=True, help="One photo, fewer crops and digits: a fast check.")
+@click.option("--part", "parts", multiple=True, type=click.Choice(["mobilenet", "mnist"]), help="Run only this part.")
+@click.option("--no-report", is_flag=True, help="Write the PNGs only.")
+def demo(settings: Settings, out: Path, quick: bool, parts: tuple[str, ...], no_report: bool) -> Any:
+    """The demo: a pretrained MobileNetV2 on photos and the MNIST CNN on its digits, offline (needs glocal[demo])."""
     from . import work
 
-    return work.demo(out)
+    arguments = ["--out", str(out)] + (["--quick"] if quick else []) + (["--parts", *parts] if parts else [])
+    return work.demo(out, arguments + (["--no-report"] if no_report else []))
 
 
 def main(argv: list[str] | None = None) -> int:

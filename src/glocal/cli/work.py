@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..progress import progress_bar
 from .loading import Loaded, check_layers, image_paths, load_data
 from .output import Staging
 
-__all__ = ["atlas", "demo", "explain", "graph", "path", "refs", "report", "scan"]
+__all__ = ["ReportOptions", "atlas", "demo", "explain", "graph", "path", "refs", "report", "scan"]
 
 logger = logging.getLogger("glocal.cli")
 
@@ -391,14 +392,28 @@ def atlas(
     return document, lines
 
 
+@dataclass(frozen=True)
+class ReportOptions:
+    """How much the report shows: concepts per layer, reference samples, attribution graph widths (``None``: no
+    graph), blocks as layers, progress bars."""
+
+    top: int = 6
+    references: int = 6
+    widths: list[int] | None = field(default_factory=lambda: [3, 2])
+    blocks: bool = False
+    progress: bool = True
+
+
 def report(
     loaded: Loaded,
     composite: Any,
+    description: str,
     sources: Sequence[Path],
     layers: Sequence[str],
     index_dir: Path | None,
     data: str | None,
     out: Path,
+    view: ReportOptions,
 ) -> Result:
     """One self-contained HTML report of the images (:func:`glocal.report.build_report`)."""
     import importlib
@@ -413,16 +428,27 @@ def report(
     attributor = Attributor(loaded.model, composite)
     index = None if index_dir is None else _open_index(index_dir)
     dataset = None if data is None else load_data(data, loaded)
+    options: dict[str, Any] = {}
+    if view.blocks:
+        from ..structure.layer_graph import trace_layers
+
+        options["layer_graph"] = trace_layers(loaded.model, inputs[:1], granularity="blocks")
     sections = report_package.build_report(
         attributor,
         inputs,
         layers=chosen,
         pictures=pictures,
         class_names=loaded.class_names,
+        concepts=view.top,
         index=index,
         dataset=dataset,
         to_image=loaded.picture,
+        references=view.references,
+        graph_widths=view.widths,
         name=loaded.name,
+        description=description,
+        progress=view.progress,
+        **options,
     )
     with Staging() as staging:
         report_package.write_report(sections, staging.path(out))
@@ -431,11 +457,11 @@ def report(
     return document, [f"report of {len(paths)} images ({size / 1e6:.1f} MB) -> {out}"]
 
 
-def demo(out: Path) -> Result:
-    """Run the demo (:func:`glocal.demo.main`) into ``out``."""
+def demo(out: Path, arguments: list[str]) -> Result:
+    """Run the demo (:func:`glocal.demo.main`) with ``arguments`` (``--out`` first) into ``out``."""
     from .. import demo as demo_package
 
-    status = demo_package.main(["--out", str(out)])
+    status = demo_package.main(arguments)
     if status != 0:
         raise GlocalError(f"the demo failed (exit status {status}); see the messages above")
     return {"out": str(out), "status": status}, [f"demo written to {out}"]
