@@ -27,7 +27,15 @@ LAYERS = {
     "index": ("glocal.index",),
     "structure": ("glocal.structure", "glocal.pruning", "glocal.evaluation", "glocal.parts"),
     "viz": ("glocal.viz",),
-    "applications": ("glocal.compat", "glocal.presets", "glocal.demo", "glocal.cli", "glocal.report", "glocal.web"),
+    "applications": (
+        "glocal.__main__",
+        "glocal.compat",
+        "glocal.presets",
+        "glocal.demo",
+        "glocal.cli",
+        "glocal.report",
+        "glocal.web",
+    ),
     "api": (),  # glocal/__init__.py only
 }
 RANK = {layer: rank for rank, layer in enumerate(LAYERS)}
