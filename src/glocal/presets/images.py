@@ -53,7 +53,7 @@ def load_pictures(paths: Sequence[str | Path], size: int, channels: int = 3, zoo
     for path in paths:
         try:
             with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
+                array = np.array(image.convert("RGB"))  # a writable copy: torch warns about read-only arrays
         except (FileNotFoundError, IsADirectoryError):
             raise InputError(
                 f"no image file at {path}; give existing image files ({', '.join(IMAGE_SUFFIXES)})"
