@@ -43,9 +43,14 @@ def test_python_dash_m_glocal():
     assert "Usage: glocal scan" in done.stdout
 
 
-@pytest.mark.skipif(shutil.which("glocal") is None, reason="the glocal console script is not installed")
+# pip puts the console script beside the environment's python (a venv's bin/, also when it is not activated)
+SCRIPT = shutil.which("glocal", path=str(Path(sys.executable).parent)) or shutil.which("glocal")
+
+
+@pytest.mark.skipif(SCRIPT is None, reason="the glocal console script is not installed (pip install -e .)")
 def test_console_script():
-    done = subprocess.run(["glocal", "--version"], capture_output=True, text=True, timeout=60)
+    assert SCRIPT is not None
+    done = subprocess.run([SCRIPT, "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "glocal" in done.stdout
 
 
