@@ -1,8 +1,11 @@
-"""The ``glocal`` command line (``glocal --help``, or ``python -m glocal --help``); see :mod:`glocal.cli.app`.
+"""The ``glocal`` command line (``glocal --help``, or ``python -m glocal --help``).
 
-Importing this package imports click, not torch: each command imports the engine when it runs.
+:mod:`glocal.cli.surface` holds the click group and what every command shares; :mod:`glocal.cli.app` and
+:mod:`glocal.cli.analysis` add the subcommands to it when imported here. Importing this package imports click, not
+torch: each command imports the engine when it runs.
 """
 
-from .app import cli, main
+from . import app
+from .surface import cli, main
 
-__all__ = ["cli", "main"]
+__all__ = ["app", "cli", "main"]
