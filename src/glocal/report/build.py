@@ -26,6 +26,7 @@ from ..structure.attribution_graph import attribution_graph
 from ..structure.layer_graph import LayerGraph
 from ..viz.atlas import atlas_thumbnails
 from .data import (
+    Analysis,
     AtlasBar,
     AtlasLayer,
     ClassScore,
@@ -76,6 +77,7 @@ def build_report(
     classes: int = 5,
     atlas_top: int = 8,
     graph_references: bool = False,
+    analyses: Sequence[Analysis] = (),
 ) -> ModelReport:
     """One model's section of a report: what the model sees in ``inputs``, and what the dataset says about it.
 
@@ -119,6 +121,9 @@ def build_report(
     graph_references
         Also give the graphs' nodes of the index's layers references (a button in the node's panel); off by
         default, as they about double the size of a section.
+    analyses
+        Model-wide analyses shown after the atlas, made from results with :mod:`glocal.report.analyses`
+        (``pruning_analysis``, ``flipping_analysis``, ``diagnosis_analysis``).
 
     Returns
     -------
@@ -217,6 +222,7 @@ def build_report(
         atlas_samples=atlas.n_samples if atlas is not None else 0,
         atlas_k=atlas.k if atlas is not None else 0,
         notes=tuple(notes),
+        analyses=tuple(analyses),
     )
 
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "Analysis",
     "AtlasBar",
     "AtlasLayer",
+    "Chart",
     "ClassScore",
     "ConceptCard",
     "ConceptUse",
@@ -24,6 +26,8 @@ __all__ = [
     "LayerConcepts",
     "ModelReport",
     "ReferenceSet",
+    "Series",
+    "Table",
 ]
 
 
@@ -158,6 +162,50 @@ class AtlasLayer:
 
 
 @dataclass(frozen=True)
+class Series:
+    """One line of a :class:`Chart`: ``y`` against ``x``, with an optional band from ``low`` to ``high`` (e.g. the
+    spread of random baselines)."""
+
+    name: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A line chart: several series over one x axis (e.g. accuracy against pruning rate, one line per criterion)."""
+
+    title: str
+    x_label: str
+    y_label: str
+    series: tuple[Series, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of text cells; ``numeric`` marks the columns that are right-aligned numbers."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: tuple[bool, ...] = ()
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A part of a section that shows a model-wide analysis (pruning curves, concept flipping, diagnostics): a
+    paragraph saying what was measured and how to read it, then charts and tables (made by
+    :mod:`glocal.report.analyses`)."""
+
+    title: str
+    text: str
+    charts: tuple[Chart, ...] = ()
+    tables: tuple[Table, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelReport:
     """One model's section of a report (see :func:`glocal.report.build_report`).
 
@@ -174,6 +222,8 @@ class ModelReport:
         The atlas layers (empty without an atlas), with ``atlas_samples`` samples and ``atlas_k`` votes per ballot.
     notes
         What was left out and why (a layer the index lacks, the size budget), shown in the section.
+    analyses
+        Model-wide analyses shown after the atlas: pruning curves, concept flipping, diagnostics.
     """
 
     name: str
@@ -184,6 +234,7 @@ class ModelReport:
     atlas_samples: int = 0
     atlas_k: int = 0
     notes: tuple[str, ...] = ()
+    analyses: tuple[Analysis, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The section as JSON-serialisable values; pictures become base64-encoded PNG strings."""

@@ -20,6 +20,7 @@ import jinja2
 
 from .._version import __version__
 from .build import SIZES
+from .charts import chart_layout
 from .data import GraphData, ModelReport
 from .pictures import HEATMAP_COLOURS, HEATMAP_PERCENTILE
 
@@ -120,6 +121,7 @@ def _environment() -> jinja2.Environment:
     environment.filters["uri"] = _data_uri
     environment.filters["percent"] = _percent
     environment.globals["graph_layout"] = graph_layout
+    environment.globals["chart_layout"] = chart_layout
     environment.globals["sizes"] = SIZES
     return environment
 
