@@ -25,7 +25,22 @@ from ..progress import progress_bar
 from .loading import Loaded, check_layers, image_paths, load_data
 from .output import Staging
 
-__all__ = ["ReportOptions", "atlas", "demo", "explain", "graph", "path", "refs", "report", "scan"]
+__all__ = [
+    "ReportOptions",
+    "Result",
+    "atlas",
+    "demo",
+    "explain",
+    "graph",
+    "load_images",
+    "path",
+    "refs",
+    "report",
+    "save_figure",
+    "scan",
+    "slug",
+    "write_json",
+]
 
 logger = logging.getLogger("glocal.cli")
 
@@ -33,7 +48,7 @@ Result = tuple[dict[str, Any] | None, list[str]]
 """The JSON document (``None``: print nothing, e.g. on the other processes of a distributed scan) and the lines."""
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
@@ -42,7 +57,7 @@ def _class_name(loaded: Loaded, index: int) -> str:
     return names[index] if names is not None and 0 <= index < len(names) else str(index)
 
 
-def _save_figure(figure: Any, path: Path, dpi: float = 100) -> None:
+def save_figure(figure: Any, path: Path, dpi: float = 100) -> None:
     import matplotlib.pyplot as plt
 
     try:
@@ -51,14 +66,14 @@ def _save_figure(figure: Any, path: Path, dpi: float = 100) -> None:
         plt.close(figure)
 
 
-def _pictures(loaded: Loaded, paths: Sequence[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+def load_images(loaded: Loaded, paths: Sequence[Path]) -> tuple[torch.Tensor, torch.Tensor]:
     from ..presets.images import load_pictures
 
     pictures = load_pictures(paths, loaded.size, loaded.channels, loaded.zoom)
     return pictures, loaded.transform(pictures)
 
 
-def _write_json(staging: Staging, destination: Path, text: str) -> Path:
+def write_json(staging: Staging, destination: Path, text: str) -> Path:
     staging.path(destination).write_text(text + "\n", encoding="utf-8")
     return destination
 
@@ -78,7 +93,7 @@ def explain(
 
     paths = image_paths(sources)
     chosen = check_layers(loaded, layers)
-    pictures, inputs = _pictures(loaded, paths)
+    pictures, inputs = load_images(loaded, paths)
     explainer = ConceptExplainer(loaded.model, composite)
     explanations = {}
     with progress_bar(len(chosen), "explain", enabled=progress, unit="layer") as bar:
@@ -112,9 +127,9 @@ def explain(
                 if out is not None:
                     from ..viz.concepts import concept_figure
 
-                    figure_path = out / f"{name}-{_slug(layer)}.png"
+                    figure_path = out / f"{name}-{slug(layer)}.png"
                     figure = concept_figure(explanation, pictures, class_names=loaded.class_names, sample=sample)
-                    _save_figure(figure, staging.path(figure_path))
+                    save_figure(figure, staging.path(figure_path))
                 entry["layers"][layer] = {
                     "concepts": concepts,
                     "figure": None if figure_path is None else str(figure_path),
@@ -241,7 +256,7 @@ def refs(
     with Staging() as staging:
         for concept in concepts:
             reference = references[concept]
-            destination = out / f"{_slug(layer)}-{concept}-{suffix}.png"
+            destination = out / f"{slug(layer)}-{concept}-{suffix}.png"
             title = f"{layer} concept {concept} ({mode}" + ("" if label is None else f", class {label}") + ")"
             reference.grid(title=title).save(staging.path(destination), format="PNG")
             entries.append(
@@ -260,7 +275,7 @@ def refs(
 
 
 def _one_image(loaded: Loaded, image: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    pictures, inputs = _pictures(loaded, [image])
+    pictures, inputs = load_images(loaded, [image])
     return pictures[0], inputs
 
 
@@ -309,7 +324,7 @@ def graph(
     document = result.to_dict()
     with Staging() as staging:
         result.save(staging.path(out), inputs=picture, dpi=100)
-        _write_json(staging, out.with_suffix(".json"), result.to_json())
+        write_json(staging, out.with_suffix(".json"), result.to_json())
     document = {"image": str(image), "png": str(out), "json": str(out.with_suffix(".json")), "graph": document}
     return document, [f"attribution graph of {layer}:{concept}, {len(result.nodes)} nodes -> {out}"]
 
@@ -343,8 +358,8 @@ def path(
         attributor, inputs, start, target=target, k=k, follow=follow, layer_graph=layer_graph, progress=progress
     )
     with Staging() as staging:
-        _save_figure(result.figure(inputs=picture), staging.path(out))
-        _write_json(staging, out.with_suffix(".json"), result.to_json())
+        save_figure(result.figure(inputs=picture), staging.path(out))
+        write_json(staging, out.with_suffix(".json"), result.to_json())
     document = {"image": str(image), "png": str(out), "json": str(out.with_suffix(".json")), "path": result.to_dict()}
     return document, [f"concept path {result} -> {out}"]
 
@@ -383,8 +398,8 @@ def atlas(
         )
     with Staging() as staging:
         figure = atlas_figure(result, top=top, thumbnails=thumbnails, class_names=loaded.class_names)
-        _save_figure(figure, staging.path(out))
-        _write_json(staging, out.with_suffix(".json"), result.to_json())
+        save_figure(figure, staging.path(out))
+        write_json(staging, out.with_suffix(".json"), result.to_json())
     lines = [f"atlas of {result.n_samples} samples -> {out}"]
     for layer in chosen:
         lines.append(f"  {layer}: top concepts {result.top(layer, top)}")
@@ -424,7 +439,7 @@ def report(
         raise GlocalError(f"the HTML report is not available in this installation ({error})") from None
     paths = image_paths(sources)
     chosen = check_layers(loaded, layers)
-    pictures, inputs = _pictures(loaded, paths)
+    pictures, inputs = load_images(loaded, paths)
     attributor = Attributor(loaded.model, composite)
     index = None if index_dir is None else _open_index(index_dir)
     dataset = None if data is None else load_data(data, loaded)
