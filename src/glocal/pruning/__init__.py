@@ -13,17 +13,23 @@ True
 """
 
 from .criteria import CRITERIA, ChannelScores, channel_scores
+from .curves import RATES, CriteriaComparison, PruningCurve, compare_criteria, pruning_curve
 from .masks import masked
 from .physical import PrunedModel, pruned_copy
 from .selection import PruningPlan, prune_plan
 
 __all__ = [
     "CRITERIA",
+    "RATES",
     "ChannelScores",
+    "CriteriaComparison",
     "PrunedModel",
+    "PruningCurve",
     "PruningPlan",
     "channel_scores",
+    "compare_criteria",
     "masked",
     "prune_plan",
     "pruned_copy",
+    "pruning_curve",
 ]
