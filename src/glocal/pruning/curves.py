@@ -72,6 +72,7 @@ class PruningCurve:
     samples: int
     scope: str
     classes: tuple[int, ...] | None = None
+    remove: str = "least"
 
     def auc(self, of: str | int = "accuracy") -> float:
         """Area under the curve of ``of``: ``"accuracy"``, ``"logit"``, a class id (that class's accuracy),
@@ -119,6 +120,7 @@ class PruningCurve:
             "samples": self.samples,
             "scope": self.scope,
             "classes": None if self.classes is None else list(self.classes),
+            "remove": self.remove,
             "auc": self.auc(),
         }
 
@@ -154,6 +156,7 @@ def pruning_curve(
     rates: Sequence[float] = RATES,
     scope: str = "layer",
     keep: int = 1,
+    remove: str = "least",
     example_inputs: Any = None,
     batch_size: int | None = None,
     progress: bool = True,
@@ -170,7 +173,7 @@ def pruning_curve(
         Channel scores (:func:`~glocal.pruning.channel_scores`); their layers are pruned.
     rates
         Pruning rates (share of each layer's channels in layer scope, of all scored channels in global scope).
-    scope, keep
+    scope, keep, remove
         As in :func:`~glocal.pruning.prune_plan`.
     example_inputs
         A batch for torch-pruning's trace (default: the first sample of ``data``).
@@ -192,7 +195,7 @@ def pruning_curve(
     accuracy, class_accuracy, logits, sparsity = [], [], [], []
     with progress_bar(len(ordered), f"{scores.criterion} pruning curve", enabled=progress, unit="rate") as bar:
         for rate in ordered:
-            plan = prune_plan(scores, rate, scope=scope, keep=keep)
+            plan = prune_plan(scores, rate, scope=scope, keep=keep, remove=remove)
             with masked(model, plan, example) as pruned:
                 correct, counts, logit, total = _evaluate(pruned, batches)
             accuracy.append(float(correct.sum() / total))
@@ -212,6 +215,7 @@ def pruning_curve(
         n,
         scope,
         scores.classes,
+        remove,
     )
 
 
@@ -271,6 +275,7 @@ def compare_criteria(
     rates: Sequence[float] = RATES,
     scope: str = "layer",
     keep: int = 1,
+    remove: str = "least",
     classes: Sequence[int] | None = None,
     composite: zennit.core.Composite | str | None = "auto",
     targets: Targets = "auto",
@@ -285,7 +290,8 @@ def compare_criteria(
     on ``data``.
 
     With ``classes`` the scores come from those classes' reference samples only (class-specific pruning: what those
-    classes rely on), and the figure and table set their accuracy against the other classes'. The other keywords are
+    classes rely on), and the figure and table set their accuracy against the other classes'; ``remove="most"`` then
+    removes what those classes rely on most (their accuracy should fall faster than the others'). The other keywords are
     those of :func:`~glocal.pruning.channel_scores` and :func:`pruning_curve`.
 
     Examples
@@ -328,6 +334,7 @@ def compare_criteria(
             rates=rates,
             scope=scope,
             keep=keep,
+            remove=remove,
             example_inputs=example_inputs,
             batch_size=batch_size,
             progress=progress,

@@ -1,8 +1,9 @@
-"""Which channels to remove: the lowest-scored ones, per layer or over all layers at once.
+"""Which channels to remove: the lowest-scored ones (or the highest), per layer or over all layers at once.
 
 At rate ``r`` a layer of ``C`` channels loses ``floor(r * C)`` of them (layer scope); in global scope the
 ``floor(r * sum C)`` lowest scores of all layers together go (compare normalised scores there). Ties are broken by
 layer order, then channel index (the lower goes first), and no layer keeps fewer than ``keep`` channels.
+``remove="most"`` removes the highest scores first instead: what the scores' samples (e.g. one class) rely on most.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ def _check_rate(rate: Any, what: str) -> float:
 
 
 def prune_plan(
-    scores: ChannelScores, rate: float | Mapping[str, float], *, scope: str = "layer", keep: int = 1
+    scores: ChannelScores,
+    rate: float | Mapping[str, float],
+    *,
+    scope: str = "layer",
+    keep: int = 1,
+    remove: str = "least",
 ) -> PruningPlan:
     """Remove the lowest-scored channels of each scored layer.
 
@@ -66,16 +72,22 @@ def prune_plan(
         ``"layer"``: each layer loses its own share; ``"global"``: the lowest scores over all layers.
     keep
         Every layer keeps at least this many channels.
+    remove
+        ``"least"``: the lowest scores go first (pruning); ``"most"``: the highest go first (ablating what the
+        scores' samples need most).
 
     Examples
     --------
     >>> import torch
     >>> scores = ChannelScores("weight", {"a": torch.tensor([0.4, 0.1, 0.3, 0.2])}, 0, None, False, True)
-    >>> prune_plan(scores, 0.5).removed
-    {'a': (1, 3)}
+    >>> prune_plan(scores, 0.5).removed, prune_plan(scores, 0.5, remove="most").removed
+    ({'a': (1, 3)}, {'a': (0, 2)})
     """
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    if remove not in ("least", "most"):
+        raise ValueError(f"remove must be 'least' or 'most' (important channels first), got {remove!r}")
+    sign = 1.0 if remove == "least" else -1.0
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise InputError(f"keep must be a positive number of channels every layer keeps, got {keep!r}")
     layers = list(scores.scores)
@@ -92,12 +104,12 @@ def prune_plan(
     removed: dict[str, list[int]] = {name: [] for name in layers}
     if scope == "layer":
         for name in layers:
-            values = scores.scores[name].tolist()
+            values = [sign * v for v in scores.scores[name].tolist()]
             order = sorted(range(channels[name]), key=lambda c: (values[c], c))
             removed[name] = order[: min(_count(rates[name], channels[name]), max(channels[name] - keep, 0))]
     else:
         pool = [
-            (float(value), position, c)
+            (sign * float(value), position, c)
             for position, name in enumerate(layers)
             for c, value in enumerate(scores.scores[name].tolist())
         ]

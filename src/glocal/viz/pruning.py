@@ -56,7 +56,8 @@ def curve_figure(
             values = curve.values(panel)
             axis.plot(curve.rates, values, marker="o", markersize=3, label=f"{name} (AUC {curve.auc(panel):.3f})")
         axis.set_title(_title(panel, first), fontsize=10)
-        axis.set_xlabel(f"pruning rate ({first.scope} scope)")
+        order = "most important first" if first.remove == "most" else "least important first"
+        axis.set_xlabel(f"pruning rate ({first.scope} scope, {order})")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     figure.tight_layout()
