@@ -151,14 +151,16 @@ def test_weight_is_the_l1_norm_per_output_channel(net):
     }
     assert_close(scores, expected)
     assert scores.samples == 0
-    with pytest.raises(LayerError, match="ReLU.*Conv1d/2d/3d or Linear"):
+    with pytest.raises(LayerError, match=r"ReLU.*Conv1d/2d/3d or Linear"):
         channel_scores(net, torch.zeros(1, 1, 8, 8), ["1"], criterion="weight")
 
 
 def test_random_is_seeded_uniform_layer_after_layer(net, data):
     scores = channel_scores(net, data, LAYERS, criterion="random", seed=7, normalise=False, progress=False)
     generator = torch.Generator().manual_seed(7)
-    expected = {n: torch.rand(c, generator=generator, dtype=torch.float64) for n, c in zip(LAYERS, [3, 4, 5])}
+    expected = {
+        n: torch.rand(c, generator=generator, dtype=torch.float64) for n, c in zip(LAYERS, [3, 4, 5], strict=True)
+    }
     for name in LAYERS:
         assert torch.equal(scores.scores[name], expected[name])
     again = channel_scores(net, data, LAYERS, criterion="random", seed=8, normalise=False, progress=False)
