@@ -47,21 +47,31 @@ def scores() -> dict[str, dict[str, torch.Tensor]]:
 
 
 def worker(rank: int, world: int, store: str, out: str) -> None:
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         torch.save(scores(), f"{out}.{rank}")
     finally:
         torch.distributed.destroy_process_group()
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_two_processes_score_exactly_as_one(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))  # the spawned processes import this module by name
+    sys.path.insert(0, str(Path(__file__).parent))  # the spawned process imports this module by name
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    out = str(tmp_path / "scores")
-    torch.multiprocessing.spawn(worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
     alone = scores()
+    out, store = str(tmp_path / "scores"), str(tmp_path / "store")
+    # rank 1 in a spawned process, rank 0 here (one interpreter start fewer)
+    other = torch.multiprocessing.get_context("spawn").Process(target=worker, args=(1, 2, store, out))
+    other.start()
+    try:
+        worker(0, 2, store, out)
+    finally:
+        other.join(timeout=120)
+    assert other.exitcode == 0
+    assert not torch.distributed.is_initialized()
     for rank in range(2):
         together = torch.load(f"{out}.{rank}")
         for criterion in CRITERIA:
