@@ -227,3 +227,16 @@ def test_to_dict_is_json(net, data):
     scores = channel_scores(net, data, ["0"], criterion="activation", classes=[1], progress=False)
     document = json.loads(json.dumps(scores.to_dict()))
     assert document["criterion"] == "activation" and document["classes"] == [1] and document["samples"] == 3
+
+
+@pytest.mark.parametrize("criterion", ["relevance", "activation", "taylor"])
+def test_one_forward_pass_per_batch_for_all_layers(net, data, criterion):
+    calls = []
+    handle = net[7].register_forward_hook(lambda *args: calls.append(1))
+    try:
+        channel_scores(
+            net, data, LAYERS, criterion=criterion, composite=EpsilonPlusFlat(), batch_size=4, progress=False
+        )
+    finally:
+        handle.remove()
+    assert len(calls) == 3  # 9 samples in batches of 4: three passes, whatever the number of layers and channels
