@@ -54,3 +54,26 @@ def flipping_figure(result: FlippingResult, *, of: str = "logit", ax: Any = None
     ax.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def deletion_figure(result: DeletionResult, *, ax: Any = None) -> Any:
+    """The sample-mean normalised concept relevance against the fraction of input positions deleted (or inserted),
+    one colour per concept: heatmap order solid, random orders dashed. The legend gives the areas."""
+    figure, ax = _axes(ax, (5.5, 3.8))
+    x = list(result.fractions)
+    colours = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive"]
+    has_random = bool(result.random_relevance.shape[0])
+    for m, (layer, channel) in enumerate(result.concepts):
+        colour = colours[m % len(colours)]
+        heatmap = result.curves(m).nanmean(0)
+        ax.plot(x, heatmap.tolist(), color=colour, label=f"{layer}:{channel} heatmap ({result.area(m):.3g})")
+        if has_random:
+            random = result.curves(m, "random").nanmean(0)
+            label = f"{layer}:{channel} random ({result.area(m, 'random'):.3g})"
+            ax.plot(x, random.tolist(), color=colour, linestyle="--", label=label)
+    ax.set_xlabel(f"fraction of input positions {'deleted' if result.mode == 'deletion' else 'inserted'}")
+    ax.set_ylabel("concept relevance / unperturbed")
+    ax.set_title(f"heatmap {result.mode} (area: {'lower' if result.mode == 'deletion' else 'higher'} is better)")
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure

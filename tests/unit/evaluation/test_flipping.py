@@ -13,6 +13,8 @@ from glocal import Attributor
 from glocal.errors import InputError, LayerError
 from glocal.evaluation import FlippingResult, concept_flipping, wilcoxon_signed_rank
 
+from model_state import assert_unchanged, snapshot
+
 
 def slow_curves(model, inputs, layer, order, counts, target):
     """One forward pass per step: a hook zeroes the first k channels of ``order`` at ``layer``."""
@@ -126,22 +128,6 @@ def test_result_is_frozen_and_figure_draws(skip_net, digits):
         result.layer = "x"  # type: ignore[misc]
     figure = result.figure()
     assert len(figure.axes[0].lines) == 4  # morf, lerf, actmax, random
-
-
-def snapshot(model: torch.nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "training": [m.training for m in model.modules()],
-        "grad": [(p.requires_grad, p.grad) for p in model.parameters()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
-    }
-
-
-def assert_unchanged(before: dict, model: torch.nn.Module) -> None:
-    after = snapshot(model)
-    assert before["training"] == after["training"] and before["hooks"] == after["hooks"]
-    assert [(r, g is None) for r, g in before["grad"]] == [(r, g is None) for r, g in after["grad"]]
-    assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
 
 
 class Fragile(torch.nn.Module):

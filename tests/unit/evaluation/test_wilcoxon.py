@@ -18,7 +18,7 @@ scipy_stats = pytest.importorskip("scipy.stats")
 
 def cases():
     rng = np.random.default_rng(0)
-    for case in range(240):
+    for case in range(120):
         n = int(rng.integers(2, 80))
         kind = case % 4
         if kind == 0:  # continuous, shifted: no ties
