@@ -20,9 +20,7 @@ def explained_targets(targets: Targets, output: torch.Tensor) -> list[int]:
     """One output unit per sample: ``"prediction"`` for each sample's argmax, one int for all, or one per sample."""
     if isinstance(targets, str):
         if targets != "prediction":
-            raise TargetError(
-                f"targets must be 'prediction', one output unit (int) or one per sample, got {targets!r}"
-            )
+            raise TargetError(f"targets must be 'prediction', one output unit (int) or one per sample, got {targets!r}")
         return resolve_targets(None, output)
     return resolve_targets(targets, output)
 
@@ -65,4 +63,3 @@ def group_chunks(groups: int, rows_per_group: int, row_elements: int, batch_size
     per_chunk = max(1, rows // rows_per_group)
     for begin in range(0, groups, per_chunk):
         yield range(begin, min(groups, begin + per_chunk))
-

@@ -273,9 +273,10 @@ def heatmap_deletion(
     curves = torch.empty(n, m, orders_per, rows, dtype=torch.float64)
     groups_per_sample = m * orders_per
     chunks = list(group_chunks(n * groups_per_sample, rows, inputs[0].numel(), batch_size))
-    with attributor.attached(layers) as start, progress_bar(
-        len(chunks), f"heatmap {mode}", enabled=progress, unit="pass"
-    ) as bar:
+    with (
+        attributor.attached(layers) as start,
+        progress_bar(len(chunks), f"heatmap {mode}", enabled=progress, unit="pass") as bar,
+    ):
         for chunk in chunks:
             group = torch.arange(chunk.start, chunk.stop)
             sample, concept, order = group // groups_per_sample, (group // orders_per) % m, group % orders_per

@@ -12,7 +12,8 @@ and ``random_orders`` seeded random permutations. Switching concepts off means s
 to zero (removing a concept at that layer, in CRP's sense). With ``S`` steps, ``k_0 = 0 < k_1 < ... < k_S = C``
 channels are off (``k_s = floor(s C / S)``; every count when ``S >= C``), and the target's logit ``f(x_{k_s})`` and
 softmax probability are recorded at each step. All steps of a sample -- of all its orders, as far as ``batch_size``
-allows -- run as one batched forward pass: the input repeated, the layer's output multiplied by a 0/1 mask per row.
+allows -- run as one batched forward pass: the layer's output is repeated to one row per step and order and
+multiplied by a 0/1 mask per row (the layers below it run once per sample; see :func:`masked_forward`).
 
 The areas (:mod:`glocal.evaluation.areas`), AOPC per order and ABPC, and a paired Wilcoxon test of MoRF's AOPC
 against the random orders' mean AOPC over samples, are on the :class:`~.flipping_result.FlippingResult`.
@@ -20,6 +21,7 @@ against the random orders' mean AOPC over samples, are on the :class:`~.flipping
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -39,26 +41,32 @@ __all__ = ["ORDERS", "ChannelSwitch", "FlippingResult", "channel_masks", "concep
 
 ORDERS = ("morf", "lerf", "actmax")
 
+logger = logging.getLogger(__name__)
+
 
 class ChannelSwitch:
     """A forward hook that multiplies a layer's output ``(B, C, ...)`` by a ``(B, C)`` 0/1 mask, set per pass in
-    :attr:`mask` (``None``: the output passes unchanged)."""
+    :attr:`mask` (``None``: the output passes unchanged). With :attr:`expand`, the layer runs on one sample and its
+    output ``(1, C, ...)`` is repeated to the mask's ``B`` rows first: the layers below run once for all rows."""
 
     def __init__(self) -> None:
         self.mask: torch.Tensor | None = None
+        self.expand = False
 
     def __call__(self, module: torch.nn.Module, inputs: object, output: object) -> torch.Tensor | None:
         if self.mask is None:
             return None
-        if not isinstance(output, torch.Tensor) or output.dim() < 2 or tuple(output.shape[:2]) != tuple(
-            self.mask.shape
-        ):
+        rows = self.mask.shape[0] if self.expand else None
+        expected = (1 if self.expand else self.mask.shape[0], self.mask.shape[1])
+        if not isinstance(output, torch.Tensor) or output.dim() < 2 or tuple(output.shape[:2]) != expected:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise LayerError(
                 f"concept flipping switches channels (dimension 1) of the layer's output, expected a tensor "
-                f"starting with {tuple(self.mask.shape)}, got {shape}. Pick a layer that returns one tensor."
+                f"starting with {expected}, got {shape}. Pick a layer that returns one tensor."
             )
         mask = self.mask.to(output.dtype).view(*self.mask.shape, *([1] * (output.dim() - 2)))
+        if rows is not None:
+            output = output.expand(rows, *output.shape[1:])
         return output * mask
 
 
@@ -105,6 +113,31 @@ def channel_orders(
     drawn = [torch.randperm(channels, generator=generator) for _ in range(n * random_orders)]
     shuffled = torch.stack(drawn).view(n, random_orders, channels) if drawn else torch.empty(n, 0, channels)
     return named.long(), shuffled.long()
+
+
+def masked_forward(
+    model: torch.nn.Module, inputs: torch.Tensor, rows: torch.Tensor, switch: ChannelSwitch, shared: list[bool]
+) -> torch.Tensor:
+    """The model's output for ``inputs[rows]`` (all rows of one sample) with ``switch``'s masks.
+
+    While ``shared[0]`` holds, the sample goes in once and the switch repeats the layer's output to all rows (the
+    layers below the switched layer run once). Rows that meet again in the model (a skip connection around the
+    layer) then broadcast one row against many, which gives the same numbers; a model that cannot (a concatenation,
+    an in-place add into the one-row tensor, a reshape by the input's batch size) fails or returns the wrong number
+    of rows, and then every pass of the call feeds the repeated input instead (``shared[0]`` becomes False).
+    """
+    if shared[0]:
+        switch.expand = True
+        try:
+            output = model(inputs[rows[:1]])
+            if isinstance(output, torch.Tensor) and output.dim() > 0 and output.shape[0] == rows.numel():
+                return output
+        except RuntimeError as error:
+            logger.info("the model cannot broadcast one sample to the flipping rows (%s); repeating the input", error)
+        finally:
+            switch.expand = False
+        shared[0] = False
+    return model(inputs[rows])
 
 
 def concept_flipping(
@@ -182,19 +215,26 @@ def concept_flipping(
     rows = len(counts)
     logits = torch.empty(n, per_sample, rows, dtype=torch.float64)
     probabilities = torch.empty_like(logits)
-    groups = n * per_sample
-    chunks = list(group_chunks(groups, rows, inputs[0].numel(), batch_size))
+    # chunks of whole (sample, order) groups, never two samples in one: the layers below run on the sample once
+    chunks = [
+        range(sample * per_sample + part.start, sample * per_sample + part.stop)
+        for sample in range(n)
+        for part in group_chunks(per_sample, rows, inputs[0].numel(), batch_size)
+    ]
     target_units = torch.as_tensor(explained, device=inputs.device)
-    with torch.no_grad(), switched(module) as switch, progress_bar(
-        len(chunks), "concept flipping", enabled=progress, unit="pass"
-    ) as bar:
+    shared = [True]  # until the model fails to broadcast one sample's lower layers to all rows
+    with (
+        torch.no_grad(),
+        switched(module) as switch,
+        progress_bar(len(chunks), "concept flipping", enabled=progress, unit="pass") as bar,
+    ):
         for chunk in chunks:
             group = torch.arange(chunk.start, chunk.stop)
             sample, order = group // per_sample, group % per_sample
             masks = channel_masks(every[sample, order], counts)  # (G, S + 1, C)
             switch.mask = masks.flatten(0, 1).to(inputs.device)
             sample_rows = sample.to(inputs.device).repeat_interleave(rows)
-            scores = scores_of(attributor.model(inputs[sample_rows]))
+            scores = scores_of(masked_forward(attributor.model, inputs, sample_rows, switch, shared))
             chosen = target_units[sample_rows][:, None]
             logit = scores.gather(1, chosen)[:, 0].double().cpu()
             probability = scores.double().softmax(1).gather(1, chosen)[:, 0].cpu()

@@ -114,8 +114,7 @@ class FlippingResult:
         n = len(self.targets)
         text = (
             f"concept flipping at {self.layer!r} ({self.channels} channels, {len(self.switched_off) - 1} steps, "
-            f"{n} samples): AOPC on the logit "
-            + ", ".join(f"{order} {self.aopc(order):.4g}" for order in self.orders)
+            f"{n} samples): AOPC on the logit " + ", ".join(f"{order} {self.aopc(order):.4g}" for order in self.orders)
         )
         if "morf" in self.logits and "lerf" in self.logits:
             text += f"; ABPC {self.abpc():.4g}"

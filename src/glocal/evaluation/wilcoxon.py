@@ -118,7 +118,10 @@ def sign_rank_counts(doubled_ranks: Sequence[int]) -> list[int]:
 
 
 def wilcoxon_signed_rank(
-    x: Sequence[float] | torch.Tensor, y: Sequence[float] | torch.Tensor | None = None, *, alternative: str = "two-sided"
+    x: Sequence[float] | torch.Tensor,
+    y: Sequence[float] | torch.Tensor | None = None,
+    *,
+    alternative: str = "two-sided",
 ) -> WilcoxonResult:
     """Paired Wilcoxon signed-rank test of ``x`` against ``y`` (or of ``x`` against zero when ``y`` is ``None``).
 
@@ -169,9 +172,9 @@ def wilcoxon_signed_rank(
     tied = any(size > 1 for size in ties)
     exact = total <= EXACT_LIMIT_TIES or (total <= EXACT_LIMIT and not tied and zeros == 0)
     if exact:
-        counts = sign_rank_counts([int(round(2 * float(r))) for r in ranks])
+        counts = sign_rank_counts([round(2 * float(r)) for r in ranks])
         patterns = float(sum(counts))
-        observed = int(round(2 * plus))
+        observed = round(2 * plus)
         less = sum(counts[: observed + 1]) / patterns
         greater = sum(counts[observed:]) / patterns
         pvalue = {"less": less, "greater": greater, "two-sided": min(1.0, 2 * min(less, greater))}[alternative]

@@ -7,13 +7,12 @@ import math
 
 import pytest
 import torch
+from model_state import assert_unchanged, snapshot
 from zennit.composites import EpsilonPlus
 
 from glocal import Attributor, ChannelConcept, Condition
 from glocal.errors import InputError
 from glocal.evaluation import DeletionResult, heatmap_deletion
-
-from model_state import assert_unchanged, snapshot
 
 CONCEPTS = [("2", 1), ("5", 3)]
 QUIET = pytest.mark.filterwarnings("ignore:.*no positive relevance")  # random small nets: some concepts are unused
