@@ -256,7 +256,8 @@ def heatmap_deletion(
     with attributor.session(inputs, record=layers, heatmap=True) as run:
         explained = explained_targets(targets, scores_of(run.output.detach()))
         per_sample = PerSample([[t] for t in explained])
-        found = run.attribute([Condition(targets=per_sample, layers={layer: [c]}) for layer, c in pairs])
+        found = run.attribute([Condition(targets=per_sample, layers={layer: (c,)}) for layer, c in pairs])
+    assert found.heatmap is not None  # asked for with heatmap=True
     heatmaps = found.grid(found.heatmap.detach()).flatten(2)  # (N, M, P)
     positions = heatmaps.shape[-1]
     counts = step_counts(positions, steps)
