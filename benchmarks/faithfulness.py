@@ -15,6 +15,9 @@ del-mnist       heatmap deletion on 20 of the digits: each digit's 3 most releva
 del-mobilenet   the same on 4 photos (the first four above), 2 concepts each at ``features.14``, 16 steps, 3 random
                 orders, baseline 0 (the dataset mean after normalisation).
 ins-mnist       heatmap insertion on the 20 digits (higher is better), baseline 0.
+flip-fashion    the FashionMNIST CNN of ``../shared/data`` (100 validation images), its composite (``EpsilonPlus`` with
+                merged batch norms), layer ``sum`` (the 16 channels where the conv branch meets the skip branch),
+                16 steps, the same orders.
 
 Every case prints one JSON line; ``--json-out`` keeps them. Times are wall-clock seconds with ``--threads``.
 
@@ -35,7 +38,7 @@ from common import Arguments, emit_rows, log
 from glocal import Attributor
 from glocal.evaluation import concept_flipping, heatmap_deletion, wilcoxon_signed_rank
 
-CASES = ("flip-mobilenet", "flip-mnist", "del-mnist", "del-mobilenet", "ins-mnist")
+CASES = ("flip-mobilenet", "flip-mnist", "del-mnist", "del-mobilenet", "ins-mnist", "flip-fashion")
 PHOTOS = ("chelsea", "coffee", "stereo_motorcycle", "rocket", "astronaut", "cat")
 
 
@@ -53,9 +56,12 @@ def mnist(count: int) -> tuple[torch.nn.Module, torch.Tensor, str]:
     return preset.load_model(), images[::step][:count].clone(), "conv_layers.3"
 
 
-def flipping_row(key: str, model: torch.nn.Module, inputs: torch.Tensor, layer: str) -> dict[str, Any]:
+def flipping_row(
+    key: str, model: torch.nn.Module, inputs: torch.Tensor, layer: str, composite: Any = "auto", steps: int = 32
+) -> dict[str, Any]:
     start = time.perf_counter()
-    result = concept_flipping(Attributor(model, "auto"), inputs, layer, steps=32, random_orders=10, progress=False)
+    attributor = Attributor(model, composite)
+    result = concept_flipping(attributor, inputs, layer, steps=steps, random_orders=10, progress=False)
     log(result.summary())
     test = result.wilcoxon()
     return {
@@ -127,6 +133,11 @@ def run_case(key: str) -> dict[str, Any]:
         return flipping_row(key, *mobilenet(6))
     if key == "flip-mnist":
         return flipping_row(key, *mnist(100))
+    if key == "flip-fashion":
+        import fashion_mnist
+
+        model, images = fashion_mnist.load_model(), fashion_mnist.load_images(100)
+        return flipping_row(key, model, images, "sum", fashion_mnist.composite(), steps=16)
     if key == "del-mnist":
         return deletion_row(key, *mnist(20), top=3, random_orders=5, mode="deletion")
     if key == "ins-mnist":

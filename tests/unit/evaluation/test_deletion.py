@@ -3,6 +3,7 @@ changed by hand, one attribution per perturbed input."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -79,6 +80,12 @@ def test_areas_and_test_from_the_curves():
     assert result.wilcoxon().pvalue == pytest.approx(0.25)
     assert result.to_dict()["areas"]["a:0"] == {"heatmap": pytest.approx(0.375), "random": pytest.approx(1.0)}
     assert "a:0" in result.table()
+    if importlib.util.find_spec("matplotlib") is not None:
+        lines = result.figure().axes[0].lines
+        assert [line.get_ydata().tolist() for line in lines] == [
+            [1.0, 0.25, 0.0],
+            [1.0, 1.0, 1.0],
+        ]  # mean of (1, .5, 0) and (1, 0, 0)
 
 
 def test_no_positive_relevance_gives_nan_and_a_warning(conv_net, images):
