@@ -54,6 +54,11 @@ def test_batched_deletion_equals_the_slow_loop(conv_net, images, mode, baseline)
             for r in range(2):
                 expected = slow_curve(attributor, x, layer, channel, target, drawn[n][m][r], counts, mode, base)
                 assert result.random_relevance[r, m, n].tolist() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    split = heatmap_deletion(  # 7 rows per pass: groups of 5 steps split across passes
+        attributor, images, CONCEPTS, steps=4, mode=mode, baseline=baseline, random_orders=2, seed=3, batch_size=7
+    )
+    assert torch.allclose(split.relevance, result.relevance, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(split.random_relevance, result.random_relevance, rtol=1e-4, atol=1e-6)
     unperturbed = result.relevance[:, :, 0] if mode == "deletion" else result.relevance[:, :, -1]
     assert torch.equal(result.reference, unperturbed)
 
