@@ -24,6 +24,7 @@ and names the modules and operations where relevance is lost or created, with th
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -35,8 +36,16 @@ import zennit.core
 from ..attribution.conditions import Condition, PerSample
 from ..attribution.engine import Attributor
 from ..attribution.layers import resolve_layers
-from ..data import Targets, as_data, batch_targets, batches, check_targets, default_batch_size, model_device
-from ..data import sample_count
+from ..data import (
+    Targets,
+    as_data,
+    batch_targets,
+    batches,
+    check_targets,
+    default_batch_size,
+    model_device,
+    sample_count,
+)
 from ..errors import GlocalWarning, InputError
 from ..lrp.composites import detect
 from ..progress import progress_bar
@@ -169,7 +178,7 @@ class _Measure:
                 tapped = list(dict.fromkeys([*leaves, *self.layers]))
             with FlowRecorder(self.model, tapped) as recorder:
                 for batch in loader:
-                    run = recorder.forward(lambda: start(batch.inputs), lambda r: r.output, lambda r: r.input)
+                    run = recorder.forward(functools.partial(start, batch.inputs), _output, _input)
                     condition, ids = self._condition(batch, run.output)
                     n = batch.inputs.shape[0]
                     with recorder.recording(n):
@@ -318,6 +327,14 @@ class _Measure:
             return "no composite (plain gradients)"
         canonizers = [type(c).__name__ for c in getattr(composite, "canonizers", None) or []]
         return type(composite).__name__ + (f" with {', '.join(canonizers)}" if canonizers else " without canonizers")
+
+
+def _output(run: Any) -> torch.Tensor:
+    return run.output  # type: ignore[no-any-return]
+
+
+def _input(run: Any) -> torch.Tensor:
+    return run.input  # type: ignore[no-any-return]
 
 
 def _starts(output: torch.Tensor, ids: list[int]) -> torch.Tensor:

@@ -199,8 +199,15 @@ class Diagnosis:
         lines += _columns(
             ["module", "type", "rule", "calls", "out", "in", "in/out"],
             [
-                [row.name or "(model)", row.type, row.rule or "-", str(row.calls)]
-                + [_number(row.relevance_out), _number(row.relevance_in), _number(row.ratio)]
+                [
+                    row.name or "(model)",
+                    row.type,
+                    row.rule or "-",
+                    str(row.calls),
+                    _number(row.relevance_out),
+                    _number(row.relevance_in),
+                    _number(row.ratio),
+                ]
                 for row in self.flow
             ],
             numeric=3,
@@ -210,8 +217,15 @@ class Diagnosis:
             lines += _columns(
                 ["layer", "channels", "at layer", "channel heatmaps", "heatmap", "deviation", "how"],
                 [
-                    [c.layer, str(c.channels), _number(c.arriving), _number(c.channel_heatmaps)]
-                    + [_number(c.heatmap), _number(c.deviation), "per channel" if c.exact else "all channels at once"]
+                    [
+                        c.layer,
+                        str(c.channels),
+                        _number(c.arriving),
+                        _number(c.channel_heatmaps),
+                        _number(c.heatmap),
+                        _number(c.deviation),
+                        "per channel" if c.exact else "all channels at once",
+                    ]
                     for c in self.completeness
                 ],
                 numeric=1,
