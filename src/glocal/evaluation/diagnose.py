@@ -330,11 +330,11 @@ class _Measure:
 
 
 def _output(run: Any) -> torch.Tensor:
-    return run.output  # type: ignore[no-any-return]
+    return run.output
 
 
 def _input(run: Any) -> torch.Tensor:
-    return run.input  # type: ignore[no-any-return]
+    return run.input
 
 
 def _starts(output: torch.Tensor, ids: list[int]) -> torch.Tensor:
