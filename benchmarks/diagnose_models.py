@@ -9,11 +9,12 @@ the most relevance (where, kind, change as a fraction of the logits, in/out), th
 diagnosis took. These are the numbers of ``docs/diagnose.md``.
 
 Cases: MobileNetV2 with ImageNet weights on five ``skimage.data`` photos (``auto``; zennit's ``EpsilonPlusFlat``
-without canonizers; ``EpsilonGammaBox`` with ``MobileNetV2Canonizer``; ``"auto"``'s composite without the ``Pass`` rule for the ReLU6s), torchvision's ResNet18 with random weights
-(seed 0) on the same photos (``auto``; ``EpsilonPlusFlat`` with and without ``ResNetCanonizer``), the FashionMNIST
-CNN on 64 validation images (``auto``; ``EpsilonPlus`` with ``SequentialMergeBatchNorm``, the benchmarks'
-composite; ``EpsilonPlus`` alone), the MNIST CNN on 64 digits (``auto``; ``EpsilonPlus``). Targets: the labels where
-the data has them (FashionMNIST, MNIST), else the predictions.
+without canonizers; ``EpsilonGammaBox`` with ``MobileNetV2Canonizer``; ``"auto"``'s composite without the ``Pass``
+rule for the ReLU6s), torchvision's ResNet18 with random weights (seed 0) on the same photos (``auto``;
+``EpsilonPlusFlat`` with and without ``ResNetCanonizer``), the FashionMNIST CNN on 64 validation images (``auto``;
+``EpsilonPlus`` with ``SequentialMergeBatchNorm``, the benchmarks' composite; ``EpsilonPlus`` alone), the MNIST CNN
+on 64 digits (``auto``; ``EpsilonPlus``). Targets: the labels where the data has them (FashionMNIST, MNIST), else
+the predictions.
 
 Usage::
 

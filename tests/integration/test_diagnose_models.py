@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from real_models import mnist_cnn, mnist_digits, mobilenet_v2, photos
 from zennit.composites import EpsilonPlus, EpsilonPlusFlat
 
 import fashion_mnist
 from glocal import diagnose
+from real_models import mnist_cnn, mnist_digits, mobilenet_v2, photos
 
 MOBILENET_RESIDUAL_BLOCKS = [3, 5, 6, 8, 9, 10, 12, 13, 15, 16]  # blocks with stride 1 and equal channels
 

@@ -183,11 +183,8 @@ class Diagnosis:
 
     def table(self, width: int = 110) -> str:
         """A readable text report: conservation, the flow per module, completeness per layer and the findings."""
-        spread = (
-            f" (per sample {min(self.kept_per_sample):.4g} to {max(self.kept_per_sample):.4g})"
-            if self.kept_per_sample
-            else ""
-        )
+        values = [value for value in self.kept_per_sample if not math.isnan(value)]
+        spread = f" (per sample {min(values):.4g} to {max(values):.4g})" if values else ""
         lines = [
             f"Diagnosis of {self.model} under {self.composite}: {self.samples} sample(s), tolerance {self.tolerance:g}",
             f"The heatmaps keep {self.kept:.4g} of the target logits{spread}; "
