@@ -82,3 +82,20 @@ def test_hooks_are_removed_after_an_exception(skip_net):
         recorder.forward(lambda: start(torch.rand(2, 3, 16, 16)), lambda r: r.output, lambda r: r.input)
     assert hook_counts(skip_net) == [(0, 0, 0)] * len(list(skip_net.modules()))
     assert torch.overrides._get_current_function_mode() is None
+
+
+def test_a_rule_that_glocal_leaves_to_zennits_own_hooks_is_measured_too():
+    # ReLUGuidedBackprop is not a BasicHook: glocal registers zennit's own hook for it, which wraps the module's input
+    # and output in autograd nodes of its own. The taps sit outside them and see what the rule sends.
+    from zennit.composites import LayerMapComposite
+    from zennit.rules import Epsilon, ReLUGuidedBackprop
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2)).eval()
+    composite = LayerMapComposite([(torch.nn.ReLU, ReLUGuidedBackprop()), (torch.nn.Linear, Epsilon())])
+    data = torch.randn(5, 4)
+    plain = Attributor(model, composite)(data, Condition(targets=0))
+    result, sums, _ = recorded(model, composite, data, 0)
+    assert torch.equal(result.input_relevance, plain.input_relevance)
+    assert torch.allclose(sums["1", IN], sums["0", OUT]) and torch.allclose(sums["2", IN], sums["1", OUT])
+    assert torch.allclose(sums["0", IN], result.input_relevance.double().sum(1))
