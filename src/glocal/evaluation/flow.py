@@ -112,7 +112,8 @@ class FlowRecorder:
         modules = dict(model.named_modules())
         self.leaves = {name for name, module in modules.items() if next(module.children(), None) is None}
         self.tapped = set(self.leaves if tapped is None else tapped)
-        self.active = False
+        self.active = False  # backward passes are recorded (see recording())
+        self._recording = False  # a forward pass is tapped (inside forward())
         self._handles: list[Any] = []
         self._node_handles: list[Any] = []
         self._stack: list[str] = []
@@ -189,8 +190,6 @@ class FlowRecorder:
         return hook
 
     # -- one forward pass --------------------------------------------------------------------------------------------
-    _recording = False
-
     def forward(
         self, run: Callable[[], T], output: Callable[[T], torch.Tensor], input: Callable[[T], torch.Tensor]
     ) -> T:
