@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         LayerError,
         TargetError,
     )
+    from .evaluation.diagnose import diagnose
     from .index import ConceptIndex, build_index
     from .index.references import Reference, concept_references
     from .structure.atlas import ConceptAtlas, centre_square, concept_atlas, fragment
@@ -82,6 +83,7 @@ _LAZY: dict[str, str] = {
     "concept_atlas": "glocal.structure.atlas",
     "concept_path": "glocal.structure.paths",
     "concept_references": "glocal.index.references",
+    "diagnose": "glocal.evaluation.diagnose",
     "fragment": "glocal.structure.atlas",
     "get_layer_names": "glocal.attribution.layers",
     "path_consistency": "glocal.structure.path_consistency",
@@ -130,6 +132,7 @@ __all__ = [
     "concept_atlas",
     "concept_path",
     "concept_references",
+    "diagnose",
     "fragment",
     "get_layer_names",
     "path_consistency",

@@ -138,9 +138,13 @@ MODULES_0_1 = {
 }
 
 
+# names glocal's top level gained after 0.1, each deliberately
+GLOCAL_ADDED = ["diagnose"]  # issue 12: glocal.diagnose(model, composite, data)
+
+
 def test_import_glocal_exposes_the_same_names():
-    assert sorted(glocal.__all__) == sorted(GLOCAL_0_1)
-    assert all(hasattr(glocal, name) for name in GLOCAL_0_1)
+    assert sorted(glocal.__all__) == sorted(GLOCAL_0_1 + GLOCAL_ADDED)
+    assert all(hasattr(glocal, name) for name in GLOCAL_0_1 + GLOCAL_ADDED)
 
 
 def test_compat_is_still_the_same_drop_in():
