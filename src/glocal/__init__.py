@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         LayerError,
         TargetError,
     )
-    from .evaluation.diagnose import diagnose
+    from .evaluation.diagnostics import diagnose
     from .index import ConceptIndex, build_index
     from .index.references import Reference, concept_references
     from .structure.atlas import ConceptAtlas, centre_square, concept_atlas, fragment
@@ -83,7 +83,7 @@ _LAZY: dict[str, str] = {
     "concept_atlas": "glocal.structure.atlas",
     "concept_path": "glocal.structure.paths",
     "concept_references": "glocal.index.references",
-    "diagnose": "glocal.evaluation.diagnose",
+    "diagnose": "glocal.evaluation.diagnostics",
     "fragment": "glocal.structure.atlas",
     "get_layer_names": "glocal.attribution.layers",
     "path_consistency": "glocal.structure.path_consistency",

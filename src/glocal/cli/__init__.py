@@ -5,7 +5,7 @@
 torch: each command imports the engine when it runs.
 """
 
-from . import app
+from . import analysis, app
 from .surface import cli, main
 
-__all__ = ["app", "cli", "main"]
+__all__ = ["analysis", "app", "cli", "main"]

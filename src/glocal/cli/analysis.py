@@ -33,10 +33,12 @@ def parse_rates(text: str) -> list[float]:
 
 @glocal_command(
     "prune",
-    "glocal prune --model mnist_cnn --data preset --criterion relevance --criterion random --rate 0.5 --curve curve.png",
+    "glocal prune --model mnist_cnn --data preset --criterion relevance --criterion random --rate 0.5 --curve c.png",
 )
 @model_options
-@click.option("--data", "-d", required=True, help="Labelled data: a folder of class folders, a dataset factory, preset.")
+@click.option(
+    "--data", "-d", required=True, help="Labelled data: a folder of class folders, a dataset factory, preset."
+)
 @layer_option
 @click.option(
     "--criterion",
@@ -62,13 +64,13 @@ def parse_rates(text: str) -> list[float]:
     show_default=True,
     help="Samples (drawn with --seed) that score the channels; the others measure accuracy.",
 )
-@click.option("--class", "classes", type=click.IntRange(0), multiple=True, help="Score from this class only; repeatable.")
+@click.option(
+    "--class", "classes", type=click.IntRange(0), multiple=True, help="Score from this class only; repeatable."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the reference draw and random scores.")
 @click.option("--batch-size", type=click.IntRange(1), help="Samples per batch [32].")
 @click.option("--curve", type=click.Path(dir_okay=False, path_type=Path), help="PNG of accuracy against --rates.")
-@click.option(
-    "--rates", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", show_default=True, help="Rates of --curve."
-)
+@click.option("--rates", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", show_default=True, help="Rates of --curve.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -183,7 +183,7 @@ def evaluate(
 ) -> Result:
     """Concept flipping of the images at each layer, and (``diagnose``) the conservation of relevance."""
     from ..evaluation import concept_flipping
-    from ..evaluation.diagnose import diagnose as run_diagnosis
+    from ..evaluation import diagnose as run_diagnosis
 
     paths = image_paths(sources)
     chosen = check_layers(loaded, layers)

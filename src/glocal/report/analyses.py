@@ -112,9 +112,7 @@ def flipping_analysis(results: Sequence[FlippingResult], *, title: str = "") -> 
                 spread = result.spread().mean(0)
                 low = tuple(float(v) for v in mean - spread)
                 high = tuple(float(v) for v in mean + spread)
-            series.append(
-                Series(FLIPPING_NAMES.get(order, order), fraction, tuple(float(v) for v in mean), low, high)
-            )
+            series.append(Series(FLIPPING_NAMES.get(order, order), fraction, tuple(float(v) for v in mean), low, high))
         charts.append(
             Chart(
                 f"Layer {result.layer}: concepts switched off",
@@ -135,7 +133,16 @@ def flipping_analysis(results: Sequence[FlippingResult], *, title: str = "") -> 
                 "n/a" if test is None else f"{test.pvalue:.2g}",
             )
         )
-    columns = ("layer", "samples", "AOPC MoRF", "AOPC LeRF", "AOPC most active", "AOPC random", "ABPC", "p MoRF > random")
+    columns = (
+        "layer",
+        "samples",
+        "AOPC MoRF",
+        "AOPC LeRF",
+        "AOPC most active",
+        "AOPC random",
+        "ABPC",
+        "p MoRF > random",
+    )
     text = (
         "Each layer's concepts (channels) are switched off cumulatively: most relevant first by CRP (MoRF), least "
         "relevant first (LeRF), most active first, and in random orders. If the relevances are faithful, the "
@@ -167,10 +174,7 @@ def diagnosis_analysis(diagnosis: Diagnosis, *, title: str = "") -> Analysis:
     findings = Table(
         "Where relevance is lost or created",
         ("where", "kind", "change", "what happens", "fix"),
-        tuple(
-            (f.location, f.kind, f"{f.change:+.3g}", f.detail, f.fix or "none known")
-            for f in diagnosis.findings
-        ),
+        tuple((f.location, f.kind, f"{f.change:+.3g}", f.detail, f.fix or "none known") for f in diagnosis.findings),
         (False, False, True, False, False),
     )
     completeness = Table(

@@ -33,14 +33,13 @@ from .data import (
     ConceptCard,
     ConceptUse,
     GraphData,
-    GraphEdgeData,
-    GraphNodeData,
     ImageReport,
     LayerConcepts,
     ModelReport,
     ReferenceSet,
 )
-from .pictures import heatmap_png, image_png, picture_png
+from .graphs import report_graph
+from .pictures import SIZES, heatmap_png, image_png, picture_png
 
 if TYPE_CHECKING:
     from ..index.concept_index import ConceptIndex
@@ -49,9 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["SIZES", "build_report"]
 
 logger = logging.getLogger(__name__)
-
-SIZES = {"picture": 160, "heatmap": 96, "reference": 64, "thumbnail": 96}
-"""The longest side, in pixels, of each kind of picture in a report (the size the page shows it at)."""
 
 
 def build_report(
@@ -156,7 +152,7 @@ def build_report(
             explanations.append(explainer(inputs, layer, select=concepts))
             bar.update()
         first = explanations[0]
-        graph_data: list[GraphData | None] = [None if g is None else _graph_data(g) for g in graphs or [None] * n]
+        graph_data: list[GraphData | None] = [None if g is None else report_graph(g) for g in graphs or [None] * n]
         for row in range(n):
             top = explanations[-1].concept_ids[row]
             if not computed or graph_widths is None or not top:
@@ -172,7 +168,7 @@ def build_report(
                 heatmaps=True,
                 progress=False,
             )
-            graph_data[row] = _graph_data(graph)
+            graph_data[row] = report_graph(graph)
             bar.update()
         cards: dict[str, ConceptCard] = {}
         for layer in reference_layers:
@@ -280,33 +276,6 @@ def _uses(explanation: ConceptExplanation, row: int) -> LayerConcepts:
                 heatmap=heatmap_png(explanation.concept_heatmaps[row, j], SIZES["heatmap"]),
             )
             for j, concept in enumerate(ids)
-        ),
-    )
-
-
-def _graph_data(graph: Any) -> GraphData:
-    return GraphData(
-        root=graph.root.id,
-        target=int(graph.target),
-        widths=tuple(graph.widths),
-        nodes=tuple(
-            GraphNodeData(
-                id=node.id,
-                layer=node.layer,
-                concept=int(node.concept),
-                depth=node.depth,
-                parent=node.parent,
-                relevance=float(node.relevance),
-                share_of_root=float(node.share_of_root),
-                heatmap=None if node.heatmap is None else heatmap_png(node.heatmap, SIZES["heatmap"]),
-            )
-            for node in graph.nodes
-        ),
-        edges=tuple(
-            GraphEdgeData(
-                child=edge.child, parent=edge.parent, relevance=float(edge.relevance), share=float(edge.share)
-            )
-            for edge in graph.edges
         ),
     )
 

@@ -9,7 +9,10 @@ from PIL import Image
 
 from ..viz.images import heatmap_image
 
-__all__ = ["HEATMAP_COLOURS", "HEATMAP_PERCENTILE", "heatmap_png", "image_png", "picture_png"]
+__all__ = ["HEATMAP_COLOURS", "HEATMAP_PERCENTILE", "SIZES", "heatmap_png", "image_png", "picture_png"]
+
+SIZES = {"picture": 160, "heatmap": 96, "reference": 64, "thumbnail": 96}
+"""The longest side, in pixels, of each kind of picture in a report (the size the page shows it at)."""
 
 
 def image_png(image: Image.Image, size: int, colours: int | None = None) -> bytes:

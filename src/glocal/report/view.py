@@ -19,10 +19,9 @@ from typing import Any
 import jinja2
 
 from .._version import __version__
-from .build import SIZES
 from .charts import chart_layout
 from .data import GraphData, ModelReport
-from .pictures import HEATMAP_COLOURS, HEATMAP_PERCENTILE
+from .pictures import HEATMAP_COLOURS, HEATMAP_PERCENTILE, SIZES
 
 __all__ = ["BUDGET", "GraphLayout", "graph_layout", "render_page", "render_section"]
 

@@ -14,7 +14,7 @@ from zennit.rules import Epsilon
 from zennit.types import Convolution
 
 from glocal import Attributor, Condition, GlocalWarning, InputError, PerSample
-from glocal.evaluation.diagnose import diagnose
+from glocal.evaluation.diagnostics import diagnose
 from glocal.lrp.composites import auto
 
 EXACT = [(torch.nn.Linear, Epsilon(epsilon=1e-9)), (Convolution, Epsilon(epsilon=1e-9))]
