@@ -84,6 +84,7 @@ RUN = [
     "## Dataset-wide concept index",
 ]
 RUN += ["## Concept structure: attribution graphs, paths, atlases"]
+RUN += ["## What concepts are worth: pruning, faithfulness, diagnostics"]
 OWN_TEST = ["### Saving pictures: concept figures, references, graphs, paths, atlases"]
 
 
@@ -108,5 +109,10 @@ def test_readme_block_runs(heading, names, tmp_path, monkeypatch):
         "### Migrating from zennit-crp": lambda ns: ns["CondAttribution"].__module__.startswith("glocal.compat"),
         "## Dataset-wide concept index": lambda ns: (tmp_path / "vgg-index").is_dir(),
         "## Concept structure: attribution graphs, paths, atlases": lambda ns: ns["graph"].root is not None,
+        "## What concepts are worth: pruning, faithfulness, diagnostics": lambda ns: (
+            ns["smaller"].parameters_after < ns["smaller"].parameters_before
+            and len(ns["comparison"].curves) == 6
+            and ns["flipping"].aopc("morf") > ns["flipping"].aopc("lerf")
+        ),
     }
     assert checks[heading](namespace), f"README.md ({heading}) ran but did not give what it says"

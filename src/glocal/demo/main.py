@@ -19,11 +19,15 @@ logger = logging.getLogger(__name__)
 QUICK_PHOTOS = ("chelsea",)
 
 
-def write_demo_report(mobilenet: MobilenetDemo | None, mnist: MnistDemo | None, out_dir: Path) -> Path | None:
-    """Write ``out_dir / "report.html"`` with a section per part (``None``: left out) through :mod:`glocal.report`;
-    returns its path, or ``None`` (and says why) when this installation has no report module."""
+def write_demo_report(
+    mobilenet: MobilenetDemo | None, mnist: MnistDemo | None, out_dir: Path, *, quick: bool = False
+) -> Path | None:
+    """Write ``out_dir / "report.html"`` with a section per part (``None``: left out) through :mod:`glocal.report`,
+    each with its model-wide analyses (:mod:`glocal.demo.analyses`); returns its path, or ``None`` (and says why)
+    when this installation has no report module."""
     try:
         from ..report import build_report, write_report  # type: ignore[attr-defined,unused-ignore]
+        from .analyses import mnist_analyses, mobilenet_analyses
     except ImportError:
         logger.warning("this glocal has no report module (glocal.report); the report is skipped, the PNGs are written")
         return None
@@ -46,6 +50,7 @@ def write_demo_report(mobilenet: MobilenetDemo | None, mnist: MnistDemo | None, 
                 graphs=[graphs[i] if i < len(graphs) else None for i in range(report_photos)],
                 layer_graph=mobilenet.blocks,
                 atlas=None,
+                analyses=mobilenet_analyses(mobilenet),
                 name="MobileNetV2 (ImageNet)",
                 description=(
                     "torchvision's MobileNetV2 with its ImageNet weights on photos from scikit-image. References come "
@@ -70,6 +75,7 @@ def write_demo_report(mobilenet: MobilenetDemo | None, mnist: MnistDemo | None, 
                 graph_widths=(3, 2),
                 layer_graph=None,
                 atlas=mnist.atlas,
+                analyses=mnist_analyses(mnist, quick=quick),
                 name="MNIST CNN",
                 description=(
                     f"The pretrained CNN of digit-recognizer-py; index, references, class statistics and atlas over "
@@ -144,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     written = [*(mobilenet.paths if mobilenet else []), *(mnist.paths if mnist else [])]
     logger.info("wrote %d PNGs to %s", len(written), args.out)
     if not args.no_report:
-        report = write_demo_report(mobilenet, mnist, args.out)
+        report = write_demo_report(mobilenet, mnist, args.out, quick=args.quick)
         if report is not None:
             logger.info("the report is at %s (open it in a browser)", report.resolve())
     logger.info("the demo took %.0f s", time.perf_counter() - started)
