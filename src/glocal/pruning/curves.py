@@ -191,7 +191,7 @@ def pruning_curve(
         raise InputError("give at least one pruning rate")
     # the data is read once and kept, since every rate evaluates all of it
     batches = list(load_batches(data_, fixed_batches(n, default_batch_size(data, batch_size))))
-    example = batches[0].inputs[:1] if example_inputs is None else example_inputs
+    example = batches[0].inputs[:1].to(model_device(model)) if example_inputs is None else example_inputs
     accuracy, class_accuracy, logits, sparsity = [], [], [], []
     with progress_bar(len(ordered), f"{scores.criterion} pruning curve", enabled=progress, unit="rate") as bar:
         for rate in ordered:

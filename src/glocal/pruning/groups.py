@@ -88,6 +88,11 @@ def _check_not_output(model: torch.nn.Module, modules: dict[str, torch.nn.Module
     try:
         with torch.no_grad():
             result = model(*example_inputs) if isinstance(example_inputs, tuple) else model(example_inputs)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise InputError(
+            f"the model failed on the example inputs ({type(error).__name__}: {error}); pass example_inputs the "
+            "model accepts, e.g. one batch of its data (a tuple for several inputs)"
+        ) from error
     finally:
         for handle in handles:
             handle.remove()
