@@ -58,7 +58,7 @@ table on stderr. ``--budget-s`` runs whole seeds (every cell) until the time is 
 Usage::
 
     .venv/bin/python benchmarks/toy_pruning.py --budget-s 600 --json-out benchmarks/results-toy-pruning.jsonl
-    .venv/bin/python benchmarks/toy_pruning.py --quick      # smoke run: 2 seeds, 3 epochs
+    .venv/bin/python benchmarks/toy_pruning.py --quick      # smoke run: 1 seed, 2 epochs
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def table(result_rows: list[dict[str, Any]], variants: tuple[str, ...]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Arguments(__doc__, quick="smoke run: 2 seeds, 3 epochs", threads=1, data_dir=False)
+    parser = Arguments(__doc__, quick="smoke run: 1 seed, 2 epochs", threads=1, data_dir=False)
     parser.add_argument("--seeds", type=int, default=50, help="at most this many seeds (default 50, the paper's)")
     parser.add_argument("--budget-s", type=float, default=600.0, help="stop starting seeds after this (default 600)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per model (default 30)")
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="store_true", help="print a markdown table on stderr")
     args = parser.parse(argv, at_least_one=["seeds", "epochs"])
     if args.quick:
-        args.seeds, args.epochs = 2, 3
+        args.seeds, args.epochs = 1, 2
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     set_threads(args.threads)
     with json_lines(args.json_out) as emit:
