@@ -255,10 +255,10 @@ def criteria_figure(
         low, high = spread(randoms, of)
         colour = axis.get_lines()[-1].get_color()
         axis.fill_between(randoms[0].rates, low, high, color=colour, alpha=0.2, linewidth=0)
-        axis.set_xlabel("share of each layer's channels removed (lowest scores first)", fontsize=9)
+        axis.set_xlabel("share of each layer's channels removed", fontsize=9)
     figure.axes[0].set_ylabel("accuracy (4500 evaluation images)")
     figure.axes[1].set_ylabel("mean logit of the label")
-    figure.suptitle(f"{case.title}: pruning {', '.join(case.layers)} without fine-tuning", fontsize=11)
+    figure.suptitle(f"{case.title}, no fine-tuning\npruned: {', '.join(case.layers)}, lowest scores first", fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
