@@ -37,7 +37,7 @@ Usage::
 
     .venv/bin/python benchmarks/prune_criteria.py --json-out benchmarks/results-pruning-criteria.jsonl \\
         --figures docs/images --table
-    .venv/bin/python benchmarks/prune_criteria.py --quick       # smoke run: 3 rates, 1 random seed, 1000 images
+    .venv/bin/python benchmarks/prune_criteria.py --quick       # smoke run: 3 rates, 1 random seed, 500 images
 """
 
 from __future__ import annotations
@@ -369,7 +369,7 @@ def from_jsonl(path: Path, figures: Path | None, table: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = Arguments(
-        __doc__, cases=("fashion", "mnist"), quick="smoke run: 3 rates, 1 random seed, 1000 images", threads=1
+        __doc__, cases=("fashion", "mnist"), quick="smoke run: 3 rates, 1 random seed, 500 images", threads=1
     )
     parser.add_argument("--random-seeds", type=int, default=5, help="seeds of the random criterion (default 5)")
     parser.add_argument("--figures", type=Path, default=None, help="write the PNG figures into this folder")
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rates = (0.0, 0.5, 0.9) if args.quick else RATES
     seeds = 1 if args.quick else args.random_seeds
-    count = 1000 if args.quick else None
+    count = 500 if args.quick else None
     set_threads(args.threads)
     tables: list[str] = []
     class_results: list[dict[str, Any]] = []

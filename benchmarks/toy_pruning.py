@@ -308,7 +308,7 @@ def table(result_rows: list[dict[str, Any]], variants: tuple[str, ...]) -> str:
     header = "| data | refs | criteria | " + " | ".join(PAPER_NAMES[c] for c in CRITERIA) + " |"
     lines = [header, "|" + "---|" * (3 + len(CRITERIA))]
     index = {(r["dataset"], r.get("references"), r.get("variant"), r["criterion"]): r for r in result_rows}
-    for name in DATASETS:
+    for name in dict.fromkeys(r["dataset"] for r in result_rows):
         unpruned = index[(name, None, None, "unpruned")]
         lines.append(
             f"| {name} | - | unpruned: ours / paper | {unpruned['train_accuracy']:.1f} / {unpruned['published']:.1f}"
@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=50, help="at most this many seeds (default 50, the paper's)")
     parser.add_argument("--budget-s", type=float, default=600.0, help="stop starting seeds after this (default 600)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per model (default 30)")
+    parser.add_argument("--datasets", default="moons,circles,mult", help="comma-separated data sets (default all)")
     parser.add_argument("--variants", default="glocal,paper", help="comma-separated: glocal, paper (default both)")
     parser.add_argument(
         "--released", action="store_true", help="the released code's model: no ReLU after the third hidden layer"
@@ -341,12 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.epochs = 1, 2
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    if not names or any(d not in DATASETS for d in names):
+        parser.error(f"--datasets must be a selection of {sorted(DATASETS)}, got {args.datasets!r}")
     set_threads(args.threads)
     with json_lines(args.json_out) as emit:
         emit(machine())
         started = time.perf_counter()
-        setups = [prepare(name, args.epochs, args.released) for name in DATASETS]
-        per_seed: dict[str, list[dict[Any, dict[str, float]]]] = {name: [] for name in DATASETS}
+        setups = [prepare(name, args.epochs, args.released) for name in names]
+        per_seed: dict[str, list[dict[Any, dict[str, float]]]] = {name: [] for name in names}
         seed_times = []
         load = [round(os.getloadavg()[0], 2)]
         for seed in range(args.seeds):
