@@ -34,7 +34,8 @@ The same data generators, sizes, architecture, reference counts and pruning amou
 ``glocal.pruning.channel_scores`` on the three hidden ``Linear`` layers (removing a unit = zeroing that layer's
 output channel, exactly what deleting the neuron does), targets = the reference samples' labels, the LRP rule z+
 without bias (zennit ``ZPlus(zero_params=["bias"])`` on every ``Linear``; the inputs of every rule are ReLU
-outputs, so this is the paper's rule). Two variants of the data criteria:
+outputs, so this is the paper's rule; with ``--released`` the output layer's inputs can be negative, where zennit's
+z+ also counts negative inputs times negative weights and the authors' does not). Two variants of the data criteria:
 
 ``glocal``
     the library's definitions: ``sum_i |score_i|`` per unit, each layer divided by its L1 sum;
@@ -58,6 +59,7 @@ table on stderr. ``--budget-s`` runs whole seeds (every cell) until the time is 
 Usage::
 
     .venv/bin/python benchmarks/toy_pruning.py --budget-s 600 --json-out benchmarks/results-toy-pruning.jsonl
+    .venv/bin/python benchmarks/toy_pruning.py --released --datasets moons   # the released code's model, moons only
     .venv/bin/python benchmarks/toy_pruning.py --quick      # smoke run: 1 seed, 2 epochs
 """
 
