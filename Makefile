@@ -56,7 +56,7 @@ oldest-zennit: $(STAMP)
 	$(OLD_ZENNIT)/bin/python -m pytest -q -p no:cacheprovider tests/unit/attribution tests/unit/lrp \
 		--ignore=tests/unit/lrp/test_canonizers.py  # its reference rules take zennit >= 0.4.7's arguments
 
-# The four side-by-side benchmarks (each prints JSON lines, described at the top of its script) with the settings of
+# The side-by-side benchmarks (each prints JSON lines, described at the top of its script) with the settings of
 # the reported numbers; `make bench BENCH_ARGS="--quick --threads 1"` is a smoke run.
 BENCH_ARGS ?= --threads 1 --repeats 3
 bench: $(STAMP)
@@ -64,6 +64,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_graph.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_atlas.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_pruning.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_flipping.py $(filter-out --quick,$(BENCH_ARGS))  # already small
 
 clean:
 	rm -rf $(VENV) $(OLD_ZENNIT) demo-output .pytest_cache .mypy_cache .ruff_cache
