@@ -92,3 +92,12 @@ def test_evaluate_matches_concept_flipping_and_diagnose(tmp_path, mnist, digits,
     assert document["diagnosis"]["kept"] == pytest.approx(diagnosis.kept, rel=1e-6)
     assert [f["kind"] for f in document["diagnosis"]["findings"]] == [f.kind for f in diagnosis.findings]
     assert out.exists() and document["written"] == [str(out)]
+
+
+def test_report_with_evaluate_shows_flipping_and_diagnosis(tmp_path, digit_files):
+    out = tmp_path / "report.html"
+    document = _json("report", "-m", "mnist_cnn", *digit_files[:3], "-l", "conv_layers.3", "--evaluate", "--out", out)
+    page = out.read_text(encoding="utf-8")
+    assert document["bytes"] == out.stat().st_size
+    assert "Faithfulness: concept flipping" in page and "Diagnostics: where relevance is lost or created" in page
+    assert page.count("<polyline") == 4  # MoRF, LeRF, most active first and random for the one layer

@@ -274,6 +274,9 @@ def atlas(
 @click.option("--references", type=click.IntRange(1), default=6, show_default=True, help="Samples per reference.")
 @click.option("--widths", default="3,2", show_default=True, help="Attribution graph widths, or 'none' for no graph.")
 @click.option("--blocks", is_flag=True, help="Layer graph over the model's blocks (residual models).")
+@click.option(
+    "--evaluate", is_flag=True, help="Add concept flipping of the images per layer and the relevance diagnosis."
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HTML file.")
 def report(
     settings: Settings,
@@ -285,18 +288,22 @@ def report(
     references: int,
     widths: str,
     blocks: bool,
+    evaluate: bool,
     out: Path,
     **options: Any,
 ) -> Any:
     """One self-contained HTML report of images: prediction, heatmap, top concepts with conditional heatmaps and
-    shares, an attribution graph and, with an index, references and class statistics (opens from disk, no network)."""
+    shares, an attribution graph and, with an index, references and class statistics; with --evaluate, concept flipping
+    and the relevance diagnosis (opens from disk, no network)."""
     from . import work
 
     if (index_dir is None) != (data is None):
         raise click.UsageError("--index and --data go together")
     counts = None if widths == "none" else parse_widths(widths)
     loaded, composite, description = load_model(options)
-    view = work.ReportOptions(top=top, references=references, widths=counts, blocks=blocks, progress=settings.progress)
+    view = work.ReportOptions(
+        top=top, references=references, widths=counts, blocks=blocks, evaluate=evaluate, progress=settings.progress
+    )
     return work.report(loaded, composite, description, images, layers, index_dir, data, out, view)
 
 

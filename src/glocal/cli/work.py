@@ -410,12 +410,14 @@ def atlas(
 @dataclass(frozen=True)
 class ReportOptions:
     """How much the report shows: concepts per layer, reference samples, attribution graph widths (``None``: no
-    graph), blocks as layers, progress bars."""
+    graph), blocks as layers, the faithfulness analyses (concept flipping per layer and the diagnosis), progress
+    bars."""
 
     top: int = 6
     references: int = 6
     widths: list[int] | None = field(default_factory=lambda: [3, 2])
     blocks: bool = False
+    evaluate: bool = False
     progress: bool = True
 
 
@@ -448,6 +450,8 @@ def report(
         from ..structure.layer_graph import trace_layers
 
         options["layer_graph"] = trace_layers(loaded.model, inputs[:1], granularity="blocks")
+    if view.evaluate:
+        options["analyses"] = _evaluation_analyses(attributor, inputs, chosen, view.progress)
     sections = report_package.build_report(
         attributor,
         inputs,
@@ -470,6 +474,18 @@ def report(
     size = out.stat().st_size
     document = {"report": str(out), "bytes": size, "images": [str(p) for p in paths], "layers": chosen}
     return document, [f"report of {len(paths)} images ({size / 1e6:.1f} MB) -> {out}"]
+
+
+def _evaluation_analyses(
+    attributor: Attributor, inputs: torch.Tensor, layers: Sequence[str], progress: bool
+) -> list[Any]:
+    """Concept flipping of the images at every layer and the diagnosis, as report analyses."""
+    from ..evaluation import concept_flipping, diagnose
+    from ..report.analyses import diagnosis_analysis, flipping_analysis
+
+    flipping = [concept_flipping(attributor, inputs, layer, steps=16, progress=progress) for layer in layers]
+    diagnosis = diagnose(attributor.model, attributor.composite, inputs, progress=progress)
+    return [flipping_analysis(flipping), diagnosis_analysis(diagnosis)]
 
 
 def demo(out: Path, arguments: list[str]) -> Result:
