@@ -17,11 +17,7 @@ def test_symmetric_parts_are_centred_where_they_are_painted():
 
 def test_images_are_seeded_and_have_exactly_their_class_parts():
     a, b = part_images(8, size=48, seed=5), part_images(8, size=48, seed=5)
-    assert (
-        torch.equal(a.pictures, b.pictures) and torch.equal(a.centres, b.centres, equal_nan=True)
-        if hasattr(torch, "equal_nan")
-        else torch.allclose(a.centres, b.centres, equal_nan=True)
-    )
+    assert torch.equal(a.pictures, b.pictures) and torch.allclose(a.centres, b.centres, equal_nan=True)
     assert not torch.equal(a.pictures, part_images(8, size=48, seed=6).pictures)
     for n in range(8):
         present = {PARTS[k] for k in range(len(PARTS)) if not math.isnan(float(a.centres[n, k, 0]))}
