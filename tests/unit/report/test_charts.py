@@ -35,3 +35,12 @@ def test_analysis_renders_as_svg_and_table_with_escaped_text():
     assert html.count("<svg") == 1 and html.count("<polyline") == 1
     assert "<script>" not in html and "crit&lt;script&gt;" in html and "&lt;i&gt;x&lt;/i&gt;" in html
     assert "Pruning &amp; co" in html and '<td class="num">0.5</td>' in html
+
+
+def test_every_css_rule_is_written_once():
+    from importlib.resources import files
+
+    css = (files("glocal.report") / "templates" / "report.css").read_text(encoding="utf-8")
+    selectors = [line.split("{")[0].strip() for line in css.splitlines() if "{" in line and not line.startswith("@")]
+    assert len(selectors) == len(set(selectors)), sorted({s for s in selectors if selectors.count(s) > 1})
+    assert ".page-header, main, .page-footer { max-width: 1320px" in css  # the page is centred
