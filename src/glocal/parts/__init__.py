@@ -1,6 +1,17 @@
-"""Explanatory graphs of object parts (issue 13, in progress): so far the location-instability metric of Zhang et al.
-that the part graphs will be measured with (:mod:`glocal.parts.instability`)."""
+"""Explanatory graphs of object parts (Zhang et al.'s explanatory graph, built from CRP instead of EM): part nodes that
+group channels finding the same place across images, edges of conditional relevance flow, and the location-instability
+metric they are measured with."""
 
+from .graph import PartEdge, PartGraph, PartNode
 from .instability import TOP_IMAGES, LayerInstability, layer_instability, model_instability, unit_instability
 
-__all__ = ["TOP_IMAGES", "LayerInstability", "layer_instability", "model_instability", "unit_instability"]
+__all__ = [
+    "TOP_IMAGES",
+    "LayerInstability",
+    "PartEdge",
+    "PartGraph",
+    "PartNode",
+    "layer_instability",
+    "model_instability",
+    "unit_instability",
+]
