@@ -4,6 +4,7 @@ metric they are measured with."""
 
 from .graph import PartEdge, PartGraph, PartNode
 from .instability import TOP_IMAGES, LayerInstability, layer_instability, model_instability, unit_instability
+from .receptive import ReceptiveField, channel_positions, receptive_field
 
 __all__ = [
     "TOP_IMAGES",
@@ -11,7 +12,10 @@ __all__ = [
     "PartEdge",
     "PartGraph",
     "PartNode",
+    "ReceptiveField",
+    "channel_positions",
     "layer_instability",
     "model_instability",
+    "receptive_field",
     "unit_instability",
 ]
