@@ -33,3 +33,15 @@ def test_training_follows_the_seed():
     assert all(torch.equal(state[key], again[key]) for key in state)
     assert not all(torch.equal(state[key], different[key]) for key in state)
     assert not first.model.training and torch.get_num_threads() == threads  # the thread count is restored
+
+
+def test_receptive_fields_of_the_convolutions():
+    from glocal.parts import ReceptiveField, receptive_field
+
+    # 3 x 3 convs with padding 1 grow the field by 2 * stride so far and keep centres; 2 x 2 pooling doubles the stride,
+    # adds stride so far to the field and moves the centre by half of it: conv1 3, conv2 5, pool1 6 (2i + 0.5),
+    # conv3 10, conv4 14, pool2 16 (4i + 1.5), conv5 16 + 2 * 4 = 24
+    model = part_cnn().eval()
+    example = torch.zeros(1, 3, 64, 64)
+    assert receptive_field(model, "conv2", example) == ReceptiveField((1.0, 1.0), (0.0, 0.0), (5, 5))
+    assert receptive_field(model, "conv5", example) == ReceptiveField((4.0, 4.0), (1.5, 1.5), (24, 24))

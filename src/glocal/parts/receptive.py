@@ -97,7 +97,9 @@ def _supports(
     cells: list[int] = []
     out_size = (0, 0)
     for round_ in range(_ROUNDS[1]):
-        noise = torch.randn(pairs, channels, height, width, generator=generator, dtype=torch.float64)
+        noise = torch.randn(
+            pairs, channels, height, width, generator=generator, dtype=torch.float64, device=generator.device
+        )
         inputs = torch.cat([noise, -noise]).requires_grad_(True)
         output = _layer_output(probe, module, inputs, layer)
         out_size = (output.shape[2], output.shape[3])
@@ -110,7 +112,9 @@ def _supports(
         grown = False
         for k, cell in enumerate(cells):
             seed = torch.zeros_like(output)  # random weights over channels: channels cannot cancel each other out
-            seed[:, :, cell, cell] = torch.rand(output.shape[:2], generator=generator, dtype=output.dtype) + 0.5
+            seed[:, :, cell, cell] = (
+                torch.rand(output.shape[:2], generator=generator, dtype=output.dtype, device=output.device) + 0.5
+            )
             (gradient,) = torch.autograd.grad(output, inputs, seed, retain_graph=k < 2)
             reached = gradient.abs().sum(dim=(0, 1)) > 0  # (H, W)
             if round_ == 0:
@@ -170,7 +174,9 @@ def receptive_field(model: torch.nn.Module, layer: str, example: torch.Tensor) -
     module = dict(probe.named_modules())[layer]
     channels, height, width = example.shape[1:]
     with torch.no_grad():
-        base = _layer_output(probe, module, torch.zeros(1, *example.shape[1:], dtype=torch.float64), layer).shape
+        base = _layer_output(
+            probe, module, torch.zeros(1, *example.shape[1:], dtype=torch.float64, device=example.device), layer
+        ).shape
     generator = torch.Generator(device=example.device).manual_seed(0)
     size = (height, width)
     with torch.enable_grad():

@@ -146,7 +146,7 @@ def test_channel_positions_find_a_bright_pixel():
     assert positions.shape == (5, 2, 2) and scores.shape == (5, 2)
     assert positions[:, 0].tolist() == [[float(r), float(c)] for r, c in pixels]
     assert scores[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
-    # channel 1 is -pixel: its maximum (0) is first reached at cell (0, 0), pixel (1, 1), unless the bright pixel is there
+    # channel 1 is -pixel: its maximum (0) is first met at cell (0, 0), pixel (1, 1), unless the bright pixel is there
     assert scores[:, 1].tolist() == [0.0] * 5
     assert positions[:, 1].tolist() == [[1.0, 2.0]] + [[1.0, 1.0]] * 4
 
