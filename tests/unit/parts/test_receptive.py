@@ -164,3 +164,15 @@ def test_mobilenet_v2_fields():
         (8.0, 8.0), (0.0, 0.0), (59, 59)
     )
     assert_unchanged(before, model)
+
+
+def test_resnet_blocks():
+    torchvision = pytest.importorskip("torchvision")
+    # resnet18 (random weights): conv1 7 x 7 stride 2 padding 3: 7 rows centred on 2i; max pooling 3 x 3 stride 2
+    # padding 1: 7 + 2 * 2 = 11, centred on 4i; layer1's four 3 x 3 convs: 11 + 4 * 2 * 4 = 43; layer2 (first conv
+    # stride 2, the downsampling 1 x 1 conv keeps the centre): 43 + 2 * 4 = 51, then three more: 51 + 3 * 2 * 8 = 99
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    example = torch.zeros(1, 3, 112, 112)
+    assert receptive_field(model, "layer1", example) == ReceptiveField((4.0, 4.0), (0.0, 0.0), (43, 43))
+    assert receptive_field(model, "layer2", example) == ReceptiveField((8.0, 8.0), (0.0, 0.0), (99, 99))
