@@ -12,6 +12,7 @@ its part. Both need matplotlib (``pip install glocal[viz]``), imported when they
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,15 @@ if TYPE_CHECKING:  # the graph is drawn, never imported: PartGraph.figure() call
 
     from ..parts.graph import PartGraph, PartNode
 
-__all__ = ["LAYER_COLOURS", "LAYER_MARKERS", "MIN_CROP", "channel_text", "crop_box", "part_graph_figure", "part_positions_figure"]
+__all__ = [
+    "LAYER_COLOURS",
+    "LAYER_MARKERS",
+    "MIN_CROP",
+    "channel_text",
+    "crop_box",
+    "part_graph_figure",
+    "part_positions_figure",
+]
 
 LAYER_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 """One colour per layer (top first) for markers and row headings; repeats after eight layers."""
@@ -73,7 +82,7 @@ def crop_box(
     box = []
     for centre, side in zip(position, image_size, strict=True):
         extent = min(side, max(least, round(fraction * side)))
-        start = round(float(centre) - extent / 2 + 0.5) if np.isfinite(centre) else (side - extent) // 2
+        start = math.floor(float(centre) - extent / 2 + 0.5) if np.isfinite(centre) else (side - extent) // 2
         box.append((min(max(start, 0), side - extent), extent))
     (top, height), (left, width) = box
     return top, left, height, width
@@ -233,16 +242,16 @@ def _draw_node(
 ) -> None:
     example = node.example
     picture = None if images is None else _rgb(images[example])
-    if picture is None and node.heatmap is None:
+    heatmap = node.heatmap
+    if heatmap is not None:
+        shown = _overlay(picture, heatmap.reshape(heatmap.shape[-2:]), cmap, percentile)
+    elif picture is not None:
+        shown = picture
+    else:
         axes.set_facecolor("#f4f4f4")
         return
-    shape = picture.shape[:2] if picture is not None else tuple(node.heatmap.shape[-2:])  # type: ignore[union-attr]
     row, column = node.positions[example]
-    top, left, height, width = crop_box((row, column), shape, crop)
-    if node.heatmap is not None:
-        shown = _overlay(picture, node.heatmap.reshape(shape), cmap, percentile)
-    else:
-        shown = picture  # type: ignore[assignment]
+    top, left, height, width = crop_box((row, column), shown.shape[:2], crop)
     axes.imshow(shown[top : top + height, left : left + width], interpolation="nearest")
     if node.heatmap is None:
         axes.plot([column - left], [row - top], marker="+", color="#d62728", markersize=14, markeredgewidth=2)
@@ -352,7 +361,12 @@ def part_positions_figure(
     axes.set_ylim(height - 0.5, -0.5)
     handles = [line for line in axes.get_lines() if len(line.get_xdata())]
     axes.legend(
-        handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title="layer (label: node k)", borderaxespad=0
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        fontsize=8,
+        title="layer (label: node k)",
+        borderaxespad=0,
     )
     return figure
 
