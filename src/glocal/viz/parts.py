@@ -52,7 +52,7 @@ _NOTE = (
     "Rows: the chosen layers, top first. Each node: its id, channels and support (the share of images in which the "
     "part is present); its picture is its best image cropped around the part, the node's conditional heatmap over it "
     "(red: for, blue: against the target). Lines: relevance flowing from a part into a part of the row above, wider "
-    "and darker for a larger share of the upper part's relevance."
+    "and darker for a larger share of the upper part's relevance"
 )
 
 
@@ -151,7 +151,8 @@ def part_graph_figure(
     the node's conditional heatmap over it, or, for a node without a heatmap, the image with a marker at the
     position; without ``images``, the heatmap alone (or an empty box). Its label gives the node id, its channels
     (:func:`channel_text`) and its support in percent. Lines join each child to its parent in the row above, wider
-    and more opaque for a larger share of the parent's relevance.
+    and more opaque for a larger share of the parent's relevance, relative to the largest share drawn (which the
+    note above the rows gives: the shares of a parent's children are often small, as other channels carry the rest).
 
     Parameters
     ----------
@@ -190,7 +191,11 @@ def part_graph_figure(
     columns = max(1, *(min(len(nodes), max_nodes) for _, nodes in rows))
     cell, label, heading, gap = size * 1.25, 0.44, 1.5, 0.55  # inches: column, node label, row heading, row gap
     row_height = label + size + gap
-    note = textwrap.fill(_NOTE, int(max(heading + columns * cell, 6.0) * 14))
+    drawn = {node.id for _, nodes in rows for node in nodes[:max_nodes]}
+    edges = sorted((e for e in graph.edges if e.parent in drawn and e.child in drawn), key=lambda e: abs(e.share))
+    widest = max((abs(edge.share) for edge in edges), default=0.0)
+    text = _NOTE + (f", relative to the widest ({widest:.0%} of its upper part's relevance)." if widest else ".")
+    note = textwrap.fill(text, int(max(heading + columns * cell, 6.0) * 14))
     top = 0.3 + 0.14 * (note.count("\n") + 1) + 0.1
     width = max(heading + columns * cell + 0.2, 6.0)
     height = top + len(rows) * row_height - gap + 0.15
@@ -214,10 +219,9 @@ def part_graph_figure(
         lines.text(0.15, y + label + size / 2, textwrap.fill(layer, 18) + more, fontsize=9, color=colour, va="center")
         for k, node in enumerate(shown):
             boxes[node.id] = (left + (k + 0.5) * cell, y)
-    edges = sorted((e for e in graph.edges if e.parent in boxes and e.child in boxes), key=lambda e: abs(e.share))
     for edge in edges:
         (x0, y0), (x1, y1) = boxes[edge.parent], boxes[edge.child]
-        strength = min(abs(edge.share), 1.0)
+        strength = abs(edge.share) / widest
         (line,) = lines.plot(
             [x0, x1],
             [y0 + label + size + 0.04, y1 - 0.02],
@@ -272,7 +276,8 @@ def part_positions_figure(
     """One image with a marker per part node where the node finds its part.
 
     Markers have one colour and shape per layer (the legend names the layers); each is labelled with the node's rank
-    in its layer (the ``k`` of its id ``"layer:k"``). Nodes that are not present in the image are drawn hollow.
+    in its layer (the ``k`` of its id ``"layer:k"``; nodes of a layer at one place share a label, ``"0, 1"``). Nodes
+    that are not present in the image are drawn hollow.
 
     Parameters
     ----------
@@ -346,10 +351,16 @@ def part_positions_figure(
                 label=layer if filled else f"{layer} (absent)",
             )
             line.set_gid(f"{state}:{layer}")
+            if not filled:  # a hollow marker keeps a white rim, to be seen on dark pictures too
+                line.set_path_effects([_outline(3.5)])
+            labels: dict[tuple[float, float], list[str]] = {}  # nodes at one place share one label: "0, 1"
             for i in chosen:
+                place = (round(float(points[i, 0]), 1), round(float(points[i, 1]), 1))
+                labels.setdefault(place, []).append(ids[i].rpartition(":")[2])
+            for (row, column), ranks in labels.items():
                 axes.annotate(
-                    ids[i].rpartition(":")[2],
-                    (float(points[i, 1]), float(points[i, 0])),
+                    ", ".join(ranks),
+                    (column, row),
                     xytext=(6, 5),
                     textcoords="offset points",
                     fontsize=8,
@@ -371,7 +382,7 @@ def part_positions_figure(
     return figure
 
 
-def _outline() -> Any:
+def _outline(width: float = 2.5) -> Any:
     from matplotlib import patheffects
 
-    return patheffects.withStroke(linewidth=2.5, foreground="white")
+    return patheffects.withStroke(linewidth=width, foreground="white")
