@@ -103,3 +103,17 @@ def test_usage_errors_exit_with_2(sevens, tmp_path):
     unknown = _run(sevens[0], "-l", "conv_layers.99", "--out", tmp_path / "x")
     assert unknown.exit_code == 2 and "no layer 'conv_layers.99'" in unknown.output
     assert not (tmp_path / "x").exists() and "Traceback" not in unknown.output
+
+
+def test_report_with_parts_shows_the_part_graph_inline(mnist, sevens, tmp_path):
+    out = tmp_path / "report.html"
+    images = [str(path) for path in sevens[:4]]
+    arguments = ["report", "-m", "mnist_cnn", *images, "-l", LAYERS[0], "--widths", "none", "--no-progress"]
+    result = CliRunner().invoke(cli, [*arguments, "--parts", LAYERS[0], "--parts", LAYERS[1], "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    graph = _library_graph(mnist, sevens[:4])
+    assert "Parts: an explanatory graph of object parts" in page
+    assert page.count('<figure class="analysis-picture"><img src="data:image/png;base64,') == 1
+    assert all(f"<td>{node.id}</td>" in page for node in graph.nodes)
+    assert f"over the layers {LAYERS[0]} &gt; {LAYERS[1]} (top first)" in page
