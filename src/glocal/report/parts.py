@@ -26,9 +26,8 @@ PART_GRAPH_WIDTH = 1300
 
 def _explained(targets: Sequence[int], class_names: Sequence[str] | None) -> str:
     def name(target: int) -> str:
-        if class_names is not None and 0 <= target < len(class_names):
-            return str(class_names[target])
-        return f"class {target}"
+        known = class_names is not None and 0 <= target < len(class_names) and str(class_names[target]) != str(target)
+        return f"{class_names[target]} (class {target})" if class_names is not None and known else f"class {target}"
 
     unique = sorted(set(targets))
     if len(unique) == 1:

@@ -189,14 +189,14 @@ def part_graph_figure(
         images = _pictures(images, len(graph.targets), graph.image_size)
     rows = [(layer, graph.layer_nodes(layer)) for layer in graph.layers]
     columns = max(1, *(min(len(nodes), max_nodes) for _, nodes in rows))
-    cell, label, heading, gap = size * 1.25, 0.44, 1.5, 0.55  # inches: column, node label, row heading, row gap
+    cell, label, heading, gap = size * 1.25, 0.5, 1.5, 0.55  # inches: column, node label, row heading, row gap
     row_height = label + size + gap
     drawn = {node.id for _, nodes in rows for node in nodes[:max_nodes]}
     edges = sorted((e for e in graph.edges if e.parent in drawn and e.child in drawn), key=lambda e: abs(e.share))
     widest = max((abs(edge.share) for edge in edges), default=0.0)
     text = _NOTE + (f", relative to the widest ({widest:.0%} of its upper part's relevance)." if widest else ".")
-    note = textwrap.fill(text, int(max(heading + columns * cell, 6.0) * 14))
-    top = 0.3 + 0.14 * (note.count("\n") + 1) + 0.1
+    note = textwrap.fill(text, int(max(heading + columns * cell, 6.0) * 12.5))
+    top = 0.3 + 0.16 * (note.count("\n") + 1) + 0.1
     width = max(heading + columns * cell + 0.2, 6.0)
     height = top + len(rows) * row_height - gap + 0.15
     figure = figure_class(figsize=(width, height), dpi=dpi)
@@ -207,7 +207,7 @@ def part_graph_figure(
     lines.set_axis_off()
     heading_text = title or f"part graph of {len(graph.targets)} images, layers {' > '.join(graph.layers)}"
     lines.text(width / 2, 0.08, heading_text, fontsize=11, ha="center", va="top")
-    lines.text(width / 2, 0.32, note, fontsize=7.5, color="#444444", ha="center", va="top")
+    lines.text(width / 2, 0.32, note, fontsize=8.5, color="#444444", ha="center", va="top")
 
     boxes: dict[str, tuple[float, float]] = {}  # node id -> (centre x, top of label y), inches
     for row, (layer, nodes) in enumerate(rows):
@@ -216,7 +216,7 @@ def part_graph_figure(
         left = heading + (columns - len(shown)) * cell / 2
         colour = LAYER_COLOURS[row % len(LAYER_COLOURS)]
         more = f"\n({len(shown)} of {len(nodes)} nodes)" if len(nodes) > len(shown) else f"\n{len(nodes)} nodes"
-        lines.text(0.15, y + label + size / 2, textwrap.fill(layer, 18) + more, fontsize=9, color=colour, va="center")
+        lines.text(0.15, y + label + size / 2, textwrap.fill(layer, 16) + more, fontsize=10, color=colour, va="center")
         for k, node in enumerate(shown):
             boxes[node.id] = (left + (k + 0.5) * cell, y)
     for edge in edges:
@@ -236,7 +236,7 @@ def part_graph_figure(
         axes = figure.add_axes(((x - size / 2) / width, 1 - (y + label + size) / height, size / width, size / height))
         axes.set_xticks([])
         axes.set_yticks([])
-        axes.set_title(_node_label(node), fontsize=7.5, pad=2, linespacing=1.1)
+        axes.set_title(_node_label(node), fontsize=8.5, pad=2, linespacing=1.1)
         _draw_node(axes, node, images, crop, cmap, percentile)
     return figure
 

@@ -45,7 +45,7 @@ def _graph() -> PartGraph:
 def test_the_analysis_says_what_it_shows_and_lists_every_node():
     analysis = parts_analysis(_graph(), torch.rand(2, 3, 20, 20), class_names=[f"name {i}" for i in range(5)])
     assert analysis.title == "Parts: an explanatory graph of object parts"
-    assert "2 images, explained for name 3, over the layers up > down (top first)" in analysis.text
+    assert "2 images, explained for name 3 (class 3), over the layers up > down (top first)" in analysis.text
     assert "part nodes per layer up: 2, down: 2" in analysis.text
     assert "at least 2 times a fair share in at least 25% of the images" in analysis.text
     (table,) = analysis.tables
