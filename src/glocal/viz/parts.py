@@ -50,10 +50,13 @@ little around the part."""
 
 _NOTE = (
     "Rows: the chosen layers, top first. Each node: its id, channels and support (the share of images in which the "
-    "part is present); its picture is its best image cropped around the part, the node's conditional heatmap over it "
-    "(red: for, blue: against the target). Lines: relevance flowing from a part into a part of the row above, wider "
-    "and darker for a larger share of the upper part's relevance"
+    "part is present); its picture is {picture} (red: for, blue: against the target). Lines: relevance flowing from "
+    "a part into a part of the row above, wider and darker for a larger share of the upper part's relevance"
 )
+_PICTURES = {
+    True: "its best image cropped around the part, the node's conditional heatmap over it",
+    False: "its conditional heatmap on its best image, cropped around the part",
+}
 
 
 def channel_text(channels: Sequence[int], shown: int = 2) -> str:
@@ -194,7 +197,9 @@ def part_graph_figure(
     drawn = {node.id for _, nodes in rows for node in nodes[:max_nodes]}
     edges = sorted((e for e in graph.edges if e.parent in drawn and e.child in drawn), key=lambda e: abs(e.share))
     widest = max((abs(edge.share) for edge in edges), default=0.0)
-    text = _NOTE + (f", relative to the widest ({widest:.0%} of its upper part's relevance)." if widest else ".")
+    text = _NOTE.format(picture=_PICTURES[images is not None]) + (
+        f", relative to the widest ({widest:.0%} of its upper part's relevance)." if widest else "."
+    )
     note = textwrap.fill(text, int(max(heading + columns * cell, 6.0) * 12.5))
     top = 0.3 + 0.16 * (note.count("\n") + 1) + 0.1
     width = max(heading + columns * cell + 0.2, 6.0)
@@ -253,6 +258,7 @@ def _draw_node(
         shown = picture
     else:
         axes.set_facecolor("#f4f4f4")
+        axes.text(0.5, 0.5, "no heatmap kept", ha="center", va="center", fontsize=8, color="#777777")
         return
     row, column = node.positions[example]
     top, left, height, width = crop_box((row, column), shown.shape[:2], crop)

@@ -118,6 +118,10 @@ def test_graph_figure_without_heatmaps_marks_the_position_and_without_images_sho
     assert tuple(heat[0, 0]) == (1.0, 1.0, 1.0)
     empty = part_graph_figure(_graph(heatmaps=False), None, dpi=40)
     assert len(empty.axes) == 6 and not any(axes.get_images() for axes in empty.axes)
+    assert all(axes.texts[0].get_text() == "no heatmap kept" for axes in empty.axes[1:])
+    assert "its picture is its conditional heatmap on its best image" in bare.axes[0].texts[1].get_text().replace(
+        "\n", " "
+    )
     buffer = io.BytesIO()
     empty.savefig(buffer, format="png")
     assert Image.open(buffer).size == pytest.approx(tuple(v * 40 for v in empty.get_size_inches()), abs=1)
