@@ -112,6 +112,11 @@ def test_graph_figure_without_heatmaps_marks_the_position_and_without_images_sho
     (marker,) = axes.get_lines()
     assert (marker.get_xdata()[0], marker.get_ydata()[0]) == (12 - 6, 15 - 9)
     assert axes.get_images()[0].get_array().shape[:2] == (12, 12)
+    # normalised inputs (outside [0, 1]) are stretched from their minimum to their maximum for drawing
+    ramp = _images()[1, 0].double()
+    stretched = part_graph_figure(_graph(heatmaps=False), _images() * 3 - 0.5, dpi=40).axes[1 + 3]
+    expected = ((ramp - ramp.min()) / (ramp.max() - ramp.min()))[9:21, 6:18]
+    assert np.allclose(stretched.get_images()[0].get_array()[..., 0], expected.numpy())
     bare = part_graph_figure(_graph(heatmaps=True), None, dpi=40)
     heat = bare.axes[1].get_images()[0].get_array()  # up:0 at (10, 8): heatmap alone, red at the peak, white around
     assert heat.shape[:2] == (12, 12) and tuple(heat[10 - 4, 8 - 2]) == (1.0, 0.0, 0.0)
