@@ -35,10 +35,10 @@ def parts(
 ) -> Result:
     """The part graph of the images (:func:`glocal.parts.part_graph` with ``settings``); with ``out``, its JSON, its
     picture and the first ``positions`` images' part positions."""
-    from ..parts.build import part_graph
-
     paths = image_paths(sources)
     chosen = check_layers(loaded, layers)
+    from ..parts.build import part_graph
+
     pictures, inputs = load_images(loaded, paths)
     attributor = Attributor(loaded.model, composite)
     graph = part_graph(
