@@ -15,7 +15,7 @@ from glocal.cli import cli
 from glocal.cli.output import Staging
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-COMMANDS = ("explain", "scan", "refs", "graph", "path", "atlas", "report", "demo", "prune", "evaluate")
+COMMANDS = ("explain", "scan", "refs", "graph", "path", "atlas", "report", "demo", "prune", "evaluate", "parts")
 
 
 def _python(code: str) -> subprocess.CompletedProcess:

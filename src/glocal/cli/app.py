@@ -277,6 +277,12 @@ def atlas(
 @click.option(
     "--evaluate", is_flag=True, help="Add concept flipping of the images per layer and the relevance diagnosis."
 )
+@click.option(
+    "--parts",
+    "part_layers",
+    multiple=True,
+    help="Add the part graph of the images over this layer; repeatable, the top first (see glocal parts).",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HTML file.")
 def report(
     settings: Settings,
@@ -289,20 +295,29 @@ def report(
     widths: str,
     blocks: bool,
     evaluate: bool,
+    part_layers: tuple[str, ...],
     out: Path,
     **options: Any,
 ) -> Any:
     """One self-contained HTML report of images: prediction, heatmap, top concepts with conditional heatmaps and
     shares, an attribution graph and, with an index, references and class statistics; with --evaluate, concept flipping
-    and the relevance diagnosis (opens from disk, no network)."""
+    and the relevance diagnosis; with --parts, the part graph of the images (opens from disk, no network)."""
     from . import work
 
     if (index_dir is None) != (data is None):
         raise click.UsageError("--index and --data go together")
     counts = None if widths == "none" else parse_widths(widths)
     loaded, composite, description = load_model(options)
+    if len(set(part_layers)) != len(part_layers):
+        raise click.BadParameter(f"each layer once, got {', '.join(part_layers)}", param_hint="--parts")
     view = work.ReportOptions(
-        top=top, references=references, widths=counts, blocks=blocks, evaluate=evaluate, progress=settings.progress
+        top=top,
+        references=references,
+        widths=counts,
+        blocks=blocks,
+        evaluate=evaluate,
+        parts=part_layers,
+        progress=settings.progress,
     )
     return work.report(loaded, composite, description, images, layers, index_dir, data, out, view)
 

@@ -410,14 +410,15 @@ def atlas(
 @dataclass(frozen=True)
 class ReportOptions:
     """How much the report shows: concepts per layer, reference samples, attribution graph widths (``None``: no
-    graph), blocks as layers, the faithfulness analyses (concept flipping per layer and the diagnosis), progress
-    bars."""
+    graph), blocks as layers, the faithfulness analyses (concept flipping per layer and the diagnosis), the layers of
+    a part graph of the images (top first; none: no part graph), progress bars."""
 
     top: int = 6
     references: int = 6
     widths: list[int] | None = field(default_factory=lambda: [3, 2])
     blocks: bool = False
     evaluate: bool = False
+    parts: tuple[str, ...] = ()
     progress: bool = True
 
 
@@ -450,8 +451,13 @@ def report(
         from ..structure.layer_graph import trace_layers
 
         options["layer_graph"] = trace_layers(loaded.model, inputs[:1], granularity="blocks")
-    if view.evaluate:
-        options["analyses"] = _evaluation_analyses(attributor, inputs, chosen, view.progress)
+    analyses = _evaluation_analyses(attributor, inputs, chosen, view.progress) if view.evaluate else []
+    if view.parts:
+        analyses.append(
+            _parts_analysis(attributor, inputs, pictures, check_layers(loaded, view.parts, "--parts"), loaded, view)
+        )
+    if analyses:
+        options["analyses"] = analyses
     sections = report_package.build_report(
         attributor,
         inputs,
@@ -486,6 +492,22 @@ def _evaluation_analyses(
     flipping = [concept_flipping(attributor, inputs, layer, steps=16, progress=progress) for layer in layers]
     diagnosis = diagnose(attributor.model, attributor.composite, inputs, progress=progress)
     return [flipping_analysis(flipping), diagnosis_analysis(diagnosis)]
+
+
+def _parts_analysis(
+    attributor: Attributor,
+    inputs: torch.Tensor,
+    pictures: torch.Tensor,
+    layers: Sequence[str],
+    loaded: Loaded,
+    view: ReportOptions,
+) -> Any:
+    """The part graph of the images over ``layers``, as a report analysis."""
+    from ..parts.build import part_graph
+    from ..report.parts import parts_analysis
+
+    graph = part_graph(attributor, inputs, layers, progress=view.progress)
+    return parts_analysis(graph, pictures, class_names=loaded.class_names)
 
 
 def demo(out: Path, arguments: list[str]) -> Result:

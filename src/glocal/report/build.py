@@ -119,7 +119,8 @@ def build_report(
         default, as they about double the size of a section.
     analyses
         Model-wide analyses shown after the atlas, made from results with :mod:`glocal.report.analyses`
-        (``pruning_analysis``, ``flipping_analysis``, ``diagnosis_analysis``).
+        (``pruning_analysis``, ``flipping_analysis``, ``diagnosis_analysis``) and :mod:`glocal.report.parts`
+        (``parts_analysis``).
 
     Returns
     -------

@@ -25,6 +25,7 @@ __all__ = [
     "ImageReport",
     "LayerConcepts",
     "ModelReport",
+    "Picture",
     "ReferenceSet",
     "Series",
     "Table",
@@ -194,15 +195,25 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Picture:
+    """A drawn figure shown as it is (e.g. a part graph): PNG bytes, a caption and the text read out in its place."""
+
+    title: str
+    png: bytes
+    alt: str
+
+
+@dataclass(frozen=True)
 class Analysis:
-    """A part of a section that shows a model-wide analysis (pruning curves, concept flipping, diagnostics): a
-    paragraph saying what was measured and how to read it, then charts and tables (made by
-    :mod:`glocal.report.analyses`)."""
+    """A part of a section that shows a model-wide analysis (pruning curves, concept flipping, diagnostics, part
+    graphs): a paragraph saying what was measured and how to read it, then charts, pictures and tables (made by
+    :mod:`glocal.report.analyses` and :mod:`glocal.report.parts`)."""
 
     title: str
     text: str
     charts: tuple[Chart, ...] = ()
     tables: tuple[Table, ...] = ()
+    pictures: tuple[Picture, ...] = ()
 
 
 @dataclass(frozen=True)
