@@ -1,0 +1,186 @@
+"""Find a part graph's parts in new images (:func:`locate_parts`), or any channel groups' parts (:func:`locate_groups`).
+
+A node is located in an image the way the graph located it in its own images: the layer's relevance arriving through
+the graph's nodes of the layers above gives the node's score (its channels' relevance) and presence (at least
+``threshold / C`` of the layer's relevance); the peak of the group's blurred conditional heatmap under the same
+condition gives its position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..attribution.engine import Attributor
+from ..attribution.inputs import check_gradients_enabled, check_input
+from ..attribution.targets import Target
+from ..errors import InputError
+from ..progress import progress_bar
+from .graph import PartGraph
+from .passes import group_pass, layer_relevance, targets_of
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["PartLocations", "locate_groups", "locate_parts"]
+
+
+@dataclass(frozen=True)
+class PartLocations:
+    """Where each part (a node or a channel group) is in each image.
+
+    Attributes
+    ----------
+    node_ids
+        The ``G`` parts located.
+    positions
+        ``(N, G, 2)`` ``(row, column)`` in input pixels: the peak of the part's blurred conditional heatmap.
+    scores
+        ``(N, G)``: the part's channels' relevance.
+    present
+        ``(N, G)``: whether the part's share of its layer's relevance passes the threshold.
+    targets
+        The output explained for each image.
+    heatmaps
+        ``(N, G, H, W)`` conditional heatmaps, when asked for; else ``None``.
+    """
+
+    node_ids: tuple[str, ...]
+    positions: torch.Tensor
+    scores: torch.Tensor
+    present: torch.Tensor
+    targets: tuple[int, ...]
+    heatmaps: torch.Tensor | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The locations as JSON-serialisable values (without heatmaps)."""
+        return {
+            "node_ids": list(self.node_ids),
+            "positions": self.positions.tolist(),
+            "scores": self.scores.tolist(),
+            "present": self.present.tolist(),
+            "targets": list(self.targets),
+        }
+
+    def figure(self, images: torch.Tensor, sample: int = 0, **options: Any) -> Figure:
+        """The image ``sample`` with a marker at each part's position (hollow where the part is absent)."""
+        from ..viz.parts import part_positions_figure
+
+        return part_positions_figure(
+            self.node_ids, images[sample], self.positions[sample], present=self.present[sample], **options
+        )
+
+
+def locate_groups(
+    attributor: Attributor,
+    data: torch.Tensor,
+    layer: str,
+    groups: Sequence[Sequence[int]],
+    *,
+    targets: Target = None,
+    parent: dict[str, list[int]] | None = None,
+    threshold: float = 1.0,
+    smoothing: float = 0.02,
+    heatmaps: bool = False,
+    batch_size: int | None = None,
+    names: Sequence[str] | None = None,
+) -> PartLocations:
+    """Locate channel ``groups`` of ``layer`` in every image, with relevance flowing only through ``parent`` (layer
+    to channels; e.g. a graph's nodes above ``layer``). ``names`` label the groups (default ``"layer:k"``)."""
+    check_gradients_enabled()
+    data = check_input(data)
+    if data.dim() != 4:
+        raise InputError(f"data must be images (N, C, H, W), got shape {tuple(data.shape)}")
+    if not groups or any(len(group) == 0 for group in groups):
+        raise InputError(f"groups must be non-empty lists of channels, got {groups!r}")
+    parent = dict(parent or {})
+    explained = targets_of(attributor, data, targets, batch_size)
+    maps = layer_relevance(attributor, data, explained, layer, parent, batch_size)
+    channels = maps.shape[1]
+    if any(not 0 <= c < channels for group in groups for c in group):
+        raise InputError(f"groups name channels outside 0..{channels - 1} of layer {layer!r}: {groups!r}")
+    relevance = maps.flatten(2).sum(2)
+    total = relevance.abs().sum(1, keepdim=True).clamp_min(1e-12)
+    scores = torch.stack([relevance[:, list(group)].sum(1) for group in groups], dim=1)
+    diagonal = float(torch.tensor(data.shape[-2:], dtype=torch.float64).norm())
+    found = group_pass(
+        attributor,
+        data,
+        explained,
+        layer,
+        [list(g) for g in groups],
+        parent,
+        sigma=smoothing * diagonal,
+        keep={},
+        batch_size=batch_size,
+        all_heatmaps=heatmaps,
+    )
+    return PartLocations(
+        node_ids=tuple(names) if names is not None else tuple(f"{layer}:{k}" for k in range(len(groups))),
+        positions=found.positions,
+        scores=scores,
+        present=scores / total >= threshold / channels,
+        targets=tuple(explained),
+        heatmaps=found.all_heatmaps,
+    )
+
+
+def locate_parts(
+    attributor: Attributor,
+    graph: PartGraph,
+    data: torch.Tensor,
+    *,
+    targets: Target = None,
+    heatmaps: bool = False,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> PartLocations:
+    """Locate every node of ``graph`` in the images ``data`` (see the module), with the graph's own settings.
+
+    ``targets``: the outputs to explain (default: each image's prediction). The result's parts are the graph's
+    nodes in its order.
+    """
+    data = check_input(data)
+    if tuple(data.shape[-2:]) != tuple(graph.image_size):
+        raise InputError(
+            f"the graph was built on {graph.image_size[0]} x {graph.image_size[1]} images, got "
+            f"{tuple(data.shape[-2:])}; resize the images to the graph's size"
+        )
+    explained = targets_of(attributor, data, targets, batch_size)
+    settings = graph.settings
+    parent: dict[str, list[int]] = {}
+    found = []
+    with progress_bar(len(graph.layers), "locating parts", enabled=progress, unit="layer") as bar:
+        for layer in graph.layers:
+            nodes = graph.layer_nodes(layer)
+            if nodes:
+                found.append(
+                    locate_groups(
+                        attributor,
+                        data,
+                        layer,
+                        [list(n.channels) for n in nodes],
+                        targets=explained,
+                        parent=parent,
+                        threshold=float(settings.get("threshold", 1.0)),
+                        smoothing=float(settings.get("smoothing", 0.02)),
+                        heatmaps=heatmaps,
+                        batch_size=batch_size,
+                        names=[n.id for n in nodes],
+                    )
+                )
+            parent[layer] = sorted(c for n in nodes for c in n.channels)
+            bar.update(1)
+    if not found:
+        raise InputError("the graph has no nodes to locate")
+    return PartLocations(
+        node_ids=tuple(i for f in found for i in f.node_ids),
+        positions=torch.cat([f.positions for f in found], dim=1),
+        scores=torch.cat([f.scores for f in found], dim=1),
+        present=torch.cat([f.present for f in found], dim=1),
+        targets=tuple(explained),
+        heatmaps=torch.cat([f.heatmaps for f in found], dim=1) if heatmaps else None,  # type: ignore[misc]
+    )
