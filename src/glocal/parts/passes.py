@@ -23,7 +23,8 @@ from .peaks import heatmap_peaks
 __all__ = ["ROW_BUDGET", "GroupPass", "batches", "group_pass", "layer_relevance", "targets_of"]
 
 ROW_BUDGET = 1 << 19
-"""Input elements in one batched attribution when no batch size is given: 3 rows of 224 x 224 RGB (an LRP row of MobileNetV2 holds about 0.7 GB), 42 of 64 x 64."""
+"""Input elements in one batched attribution when no batch size is given: 3 rows of 224 x 224 RGB (an LRP row
+of MobileNetV2 holds about 0.7 GB), 42 of 64 x 64."""
 
 Parent = Mapping[str, Sequence[int]]
 

@@ -32,7 +32,8 @@ def _kernel(sigma: float, dtype: torch.dtype) -> torch.Tensor:
 
 
 def gaussian_blur(heatmaps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``(N, H, W)`` heatmaps blurred by a Gaussian of ``sigma`` pixels (replicated borders); ``sigma = 0``: as given."""
+    """``(N, H, W)`` heatmaps blurred by a Gaussian of ``sigma`` pixels (replicated borders); ``sigma = 0``: as
+    given."""
     if heatmaps.dim() != 3:
         raise InputError(f"heatmaps must be (N, height, width), got {tuple(heatmaps.shape)}")
     if sigma < 0:
