@@ -45,9 +45,9 @@ def targets_of(attributor: Attributor, data: torch.Tensor, targets: Target, batc
 
 
 def _condition(targets: list[int], parent: Parent, layer: str | None = None, group: Sequence[int] = ()) -> Condition:
-    layers = {name: list(ids) for name, ids in parent.items()}
+    layers: dict[str, tuple[int, ...] | PerSample] = {name: tuple(ids) for name, ids in parent.items()}
     if layer is not None:
-        layers[layer] = list(group)
+        layers[layer] = tuple(group)
     return Condition(targets=PerSample([[t] for t in targets]), layers=layers)
 
 
