@@ -3,25 +3,32 @@
 Zhang et al. learn their explanatory graph with EM over Gaussian mixtures of activation peaks. Here the parts come
 from relevance, one chosen layer at a time, starting nearest the output:
 
-1. **Relevance maps.** The relevance arriving at the layer for each image's target, flowing only through the part
-   nodes already found in the layers above (the top layer: all of the model's relevance).
-2. **Candidates.** A channel is *present* in an image when its share of the layer's relevance there is at least
-   ``threshold / C`` (``C`` channels; the default 1.0 is a fair share). Channels present in at least
-   ``min_support`` of the images are candidates; the ``max_channels`` most relevant of them are kept.
-3. **Positions of channels.** Per image, the peak of the channel's relevance map at the layer, mapped to input pixels
-   through the layer's receptive-field centres (:func:`~glocal.parts.receptive.receptive_field`): the place the
-   channel's conditional relevance is, at the layer's own resolution (its input heatmap redistributes that same
-   relevance, but costs a backward pass per channel and image).
+1. **Relevance maps.** At the top layer, the relevance arriving there for each image's target. Below, separately
+   for every node of the layer above, the relevance that node passes down (conditioned on the node and its own
+   parents: its *path*), so a lower part is found where its parent part's relevance goes: an edge detector that
+   serves both the eye and the ear becomes a child of each, at each one's place (Zhang et al.'s graph, too, lets a
+   filter hold several part patterns).
+2. **Candidates.** A channel is *present* in an image when its share of the relevance in the maps there is at least
+   ``threshold / C`` (``C`` channels; the default 1.0 is a fair share), and, below the top, the parent is present.
+   Channels present in at least ``min_support`` of the images are candidates; the ``max_channels`` most relevant of
+   them are kept.
+3. **Positions of channels.** Per image, the peak of the candidate's relevance map, mapped to input pixels through
+   the layer's receptive-field centres (:func:`~glocal.parts.receptive.receptive_field`): where the channel's
+   conditional relevance is, at the layer's own resolution (its input heatmap redistributes that same relevance,
+   but costs a backward pass per channel and image).
 4. **Grouping.** Candidates that are present together and point at the same place (median distance at most
    ``radius`` of the image diagonal) are merged by average linkage (:mod:`~glocal.parts.grouping`); each group is a
-   part node. The ``max_nodes`` most relevant nodes are kept.
-5. **Node positions, heatmaps and edges.** For every node and image, the group's conditional heatmap (the layer
-   conditioned on the group, under the parts above): its blurred peak (:mod:`~glocal.parts.peaks`, Gaussian of
-   ``smoothing`` times the diagonal) is the node's position; the same pass records the relevance the group passes to
-   each channel of the next chosen layer, which gives the edges (summed over images) and the next layer's maps.
+   part node. At most ``max_nodes`` nodes are kept per layer, taken in turn from each parent's strongest children
+   so that every part above keeps its own parts.
+5. **Node positions, heatmaps and edges.** For every node and image, the group's conditional heatmap under its
+   path: its blurred peak (:mod:`~glocal.parts.peaks`, Gaussian of ``smoothing`` times the diagonal) is the node's
+   position; the same pass records the relevance the node passes to the next chosen layer, in which its children
+   are found. The edge from a parent to a child carries the relevance the parent passes to the child's channels,
+   summed over the images.
 
-A node's score in an image is its channels' relevance there; it is present where that is at least ``threshold / C``
-of the layer's relevance.
+A node's score in an image is its channels' relevance there (under its path); it is present where that is at least
+``threshold / C`` of the relevance its parent passes to the layer (of the layer's relevance, at the top) and its
+parent is present.
 
 Why these defaults: a fair share keeps the channels that matter in an image without tuning per layer width (twice
 a fair share left 2 of MobileNetV2 features.13's 96 channels on 24 cat views: relevance there is spread thinly); a
@@ -34,6 +41,7 @@ the deep layers (a 14 x 14 map of a 224 image: 16 pixels, 0.05 of the diagonal);
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -43,10 +51,10 @@ from ..attribution.layers import resolve_layers
 from ..attribution.targets import Target
 from ..errors import InputError
 from ..progress import progress_bar
-from .graph import PartEdge, PartGraph, PartNode
+from .graph import PartEdge, PartGraph, PartNode, image_diagonal
 from .grouping import average_linkage, colocation_distances
 from .passes import batches, group_pass, layer_relevance, targets_of
-from .receptive import receptive_field
+from .receptive import ReceptiveField, receptive_field
 
 __all__ = ["part_graph"]
 
@@ -117,59 +125,74 @@ def part_graph(
     layers = list(layers) if not isinstance(layers, str) else layers
     _check(layers, threshold, min_support, radius, {"max_channels": max_channels, "max_nodes": max_nodes})
     resolve_layers(attributor.model, layers)
-    n, (height, width) = len(data), data.shape[-2:]
-    diagonal = float(torch.tensor([height, width], dtype=torch.float64).norm())
+    height, width = data.shape[-2:]
+    diagonal = image_diagonal((height, width))
     explained = targets_of(attributor, data, targets, batch_size)
-    parent: dict[str, list[int]] = {}
+    rule = _Rule(threshold, min_support, radius, max_channels, diagonal)
     nodes: list[PartNode] = []
     edges: list[PartEdge] = []
-    maps = None
-    flows_above: torch.Tensor | None = None
     above: list[PartNode] = []
+    paths: list[dict[str, list[int]]] = []
+    arrived: torch.Tensor | None = None  # (N, nodes above, C, h, w): what each node above passes to this layer
     steps = len(layers) * (1 + len(batches(data, batch_size)))
     with progress_bar(steps, "part graph", enabled=progress, unit="step") as bar:
         for depth, layer in enumerate(layers):
-            if maps is None:
-                maps = layer_relevance(attributor, data, explained, layer, parent, batch_size)
-            if maps.dim() != 4:
-                raise InputError(f"layer {layer!r} gives {tuple(maps.shape[1:])} maps; part graphs need (C, h, w) maps")
-            found = _nodes(attributor, data, layer, maps, threshold, min_support, radius, max_channels, max_nodes)
+            if depth == 0:
+                maps = layer_relevance(attributor, data, explained, layer, {}, batch_size)
+                _check_maps(layer, maps.dim(), 4)
+                field = receptive_field(attributor.model, layer, data[:1])
+                found = sorted(_found(maps, None, None, field, rule), key=_strength)[:max_nodes]
+            elif arrived is not None:
+                _check_maps(layer, arrived.dim(), 5)
+                field = receptive_field(attributor.model, layer, data[:1])
+                found = _in_turn(
+                    [_found(arrived[:, k], k, torch.tensor(p.present), field, rule) for k, p in enumerate(above)],
+                    max_nodes,
+                )
+            else:
+                found = []
             bar.update(1)
-            if flows_above is not None:
-                edges += _edges(above, layer, found, flows_above)
-            below = layers[depth + 1] if depth + 1 < len(layers) else None
-            groups = [channels for channels, _, _ in found]
-            scores = [score for _, score, _ in found]
-            keep = {k: int(score.argmax()) for k, score in enumerate(scores)} if heatmaps else {}
-            sigma = smoothing * diagonal
+            if not found:
+                above, paths, arrived = [], [], None
+                continue
+            found_paths = [
+                {} if f.parent is None else {**paths[f.parent], above[f.parent].layer: list(above[f.parent].channels)}
+                for f in found
+            ]
             result = group_pass(
                 attributor,
                 data,
                 explained,
                 layer,
-                groups,
-                parent,
-                sigma=sigma,
-                below=below,
-                keep=keep,
+                [f.channels for f in found],
+                found_paths,
+                sigma=smoothing * diagonal,
+                below=layers[depth + 1] if depth + 1 < len(layers) else None,
+                keep={k: int(f.score.argmax()) for k, f in enumerate(found)} if heatmaps else {},
                 batch_size=batch_size,
                 progress=bar,
             )
-            above = [
+            made = [
                 PartNode(
                     id=f"{layer}:{k}",
                     layer=layer,
-                    channels=tuple(channels),
-                    scores=tuple(float(s) for s in score),
+                    channels=tuple(f.channels),
+                    scores=tuple(float(s) for s in f.score),
                     positions=tuple((float(r), float(c)) for r, c in result.positions[:, k]),
-                    present=tuple(bool(p) for p in present),
+                    present=tuple(bool(p) for p in f.present),
                     heatmap=result.heatmaps.get(k),
+                    parent=None if f.parent is None else above[f.parent].id,
                 )
-                for k, (channels, score, present) in enumerate(found)
+                for k, f in enumerate(found)
             ]
-            nodes += above
-            parent[layer] = sorted(c for channels in groups for c in channels)
-            flows_above, maps = result.below, result.below_maps
+            if arrived is not None:
+                edges += [
+                    _edge(above[f.parent], node, arrived[:, f.parent])
+                    for f, node in zip(found, made, strict=True)
+                    if f.parent is not None
+                ]
+            nodes += made
+            above, paths, arrived = made, found_paths, result.below
     return PartGraph(
         layers=tuple(layers),
         nodes=tuple(nodes),
@@ -183,60 +206,86 @@ def part_graph(
             "max_channels": max_channels,
             "max_nodes": max_nodes,
             "smoothing": smoothing,
-            "images": n,
+            "images": len(data),
         },
     )
 
 
-def _nodes(
-    attributor: Attributor,
-    data: torch.Tensor,
-    layer: str,
-    maps: torch.Tensor,
-    threshold: float,
-    min_support: float,
-    radius: float,
-    max_channels: int,
-    max_nodes: int,
-) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """The layer's part nodes as (channels, scores (N,), present (N,)), most relevant first."""
+@dataclass(frozen=True)
+class _Rule:
+    """The settings that decide a layer's nodes."""
+
+    threshold: float
+    min_support: float
+    radius: float
+    max_channels: int
+    diagonal: float
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A node found in a layer's maps, before its pass: its channels, its score (N,) and presence (N,) there, and
+    the index of the node above whose relevance it was found in (``None`` at the top)."""
+
+    channels: list[int]
+    score: torch.Tensor
+    present: torch.Tensor
+    parent: int | None
+
+
+def _strength(found: _Found) -> float:
+    return -float(found.score.mean())
+
+
+def _check_maps(layer: str, dims: int, expected: int) -> None:
+    if dims != expected:
+        raise InputError(
+            f"layer {layer!r} gives maps without (C, h, w) dimensions; part graphs need convolutional layers"
+        )
+
+
+def _found(
+    maps: torch.Tensor, parent: int | None, within: torch.Tensor | None, field: ReceptiveField, rule: _Rule
+) -> list[_Found]:
+    """The nodes in ``maps`` ``(N, C, h, w)`` (the relevance the node ``parent`` above passes down, or the whole
+    layer's), counting only the images ``within`` (where the parent is present), most relevant first."""
     channels = maps.shape[1]
     relevance = maps.sum((-2, -1))  # (N, C)
     total = relevance.abs().sum(1, keepdim=True).clamp_min(1e-12)
-    bar = threshold / channels
+    bar = rule.threshold / channels
     present = relevance / total >= bar
+    if within is not None:
+        present &= within[:, None]
     support = present.float().mean(0)
     order = relevance.mean(0).argsort(descending=True, stable=True)
-    candidates = [int(c) for c in order if support[c] >= min_support and support[c] > 0][:max_channels]
+    candidates = [int(c) for c in order if support[c] >= rule.min_support and support[c] > 0][: rule.max_channels]
     if not candidates:
         return []
-    field = receptive_field(attributor.model, layer, data[:1])
-    chosen = maps[:, candidates]
-    cells = chosen.flatten(2).argmax(2)  # (N, K) the peak cell of each candidate's map
+    cells = maps[:, candidates].flatten(2).argmax(2)  # (N, K) the peak cell of each candidate's map
     width = maps.shape[-1]
     positions = field.centres(torch.stack([cells // width, cells % width], dim=-1).float())
-    diagonal = float(torch.tensor(data.shape[-2:], dtype=torch.float64).norm())
-    distances = colocation_distances(positions, present[:, candidates], diagonal)
-    groups = [[candidates[i] for i in group] for group in average_linkage(distances, radius)]
+    distances = colocation_distances(positions, present[:, candidates], rule.diagonal)
     found = []
-    for group in groups:
-        score = relevance[:, group].sum(1)
-        found.append((sorted(group), score, score / total[:, 0] >= bar))
-    found.sort(key=lambda item: -float(item[1].mean()))
-    return found[:max_nodes]
+    for group in average_linkage(distances, rule.radius):
+        members = sorted(candidates[i] for i in group)
+        score = relevance[:, members].sum(1)
+        shown = score / total[:, 0] >= bar
+        found.append(_Found(members, score, shown if within is None else shown & within, parent))
+    return sorted(found, key=_strength)
 
 
-def _edges(
-    above: list[PartNode], layer: str, found: list[tuple[list[int], torch.Tensor, torch.Tensor]], flows: torch.Tensor
-) -> list[PartEdge]:
-    """Edges from the nodes ``above`` to the new nodes ``found``: the relevance each parent passes to the child's
-    channels, summed over images, and its share of the parent's relevance."""
-    edges = []
-    for k, parent in enumerate(above):
-        total = sum(parent.scores)
-        for j, (channels, _, _) in enumerate(found):
-            flow = float(flows[:, k, channels].sum())
-            share = flow / total if total != 0 else 0.0
-            if flow != 0:
-                edges.append(PartEdge(parent.id, f"{layer}:{j}", flow, share))
-    return edges
+def _in_turn(per_parent: list[list[_Found]], most: int) -> list[_Found]:
+    """Up to ``most`` nodes, taken in turn from each parent's (the first child of every parent, then the second,
+    ...), so that every parent part keeps its strongest children; ordered most relevant first."""
+    chosen: list[_Found] = []
+    for rank in range(max((len(found) for found in per_parent), default=0)):
+        chosen += [found[rank] for found in per_parent if rank < len(found)]
+    return sorted(chosen[:most], key=_strength)
+
+
+def _edge(parent: PartNode, child: PartNode, arrived: torch.Tensor) -> PartEdge:
+    """The relevance ``parent`` passes to ``child``'s channels (``arrived``: what it passes to the child's layer,
+    ``(N, C, h, w)``), summed over images, and its share of the parent's relevance."""
+    flow = float(arrived[:, list(child.channels)].sum())
+    total = sum(parent.scores)
+    return PartEdge(parent.id, child.id, flow, flow / total if total != 0 else 0.0)

@@ -30,9 +30,14 @@ from ..serialize import heatmap_entry, heatmap_from, read_json, write_json
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["PartEdge", "PartGraph", "PartNode"]
+__all__ = ["PartEdge", "PartGraph", "PartNode", "image_diagonal"]
 
 Position = tuple[float, float]
+
+
+def image_diagonal(size: Sequence[int]) -> float:
+    """The diagonal of an image of ``(height, width)`` pixels: the unit of every distance in a part graph."""
+    return math.hypot(float(size[0]), float(size[1]))
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class PartNode:
         Per image, whether the group's share of its layer's relevance passes the graph's threshold.
     heatmap
         The group's conditional heatmap on :attr:`example` (input size), or ``None`` when not kept.
+    parent
+        The node of the layer above whose relevance this node was found in (``None`` at the top layer): its
+        scores, positions and heatmaps are conditioned on the chain of parents (:meth:`PartGraph.path`).
     """
 
     id: str
@@ -65,6 +73,7 @@ class PartNode:
     positions: tuple[Position, ...]
     present: tuple[bool, ...]
     heatmap: torch.Tensor | None = field(default=None, compare=False)
+    parent: str | None = None
 
     @property
     def support(self) -> float:
@@ -90,6 +99,7 @@ class PartNode:
             "scores": list(self.scores),
             "positions": [list(p) for p in self.positions],
             "present": list(self.present),
+            "parent": self.parent,
         }
         return {**out, **heatmap_entry(self.heatmap, heatmaps)}
 
@@ -104,6 +114,7 @@ class PartNode:
             positions=tuple((float(p[0]), float(p[1])) for p in data["positions"]),
             present=tuple(bool(p) for p in data["present"]),
             heatmap=heatmap_from(data),
+            parent=None if data.get("parent") is None else str(data["parent"]),
         )
 
 
@@ -151,7 +162,7 @@ class PartGraph:
     @property
     def diagonal(self) -> float:
         """The input's diagonal in pixels: what instability and the grouping radius are measured in."""
-        return math.hypot(*self.image_size)
+        return image_diagonal(self.image_size)
 
     def node(self, node_id: str) -> PartNode:
         """The node called ``node_id``."""
@@ -165,6 +176,15 @@ class PartGraph:
         if layer not in self.layers:
             raise InputError(f"the graph has no layer {layer!r}; its layers are {list(self.layers)}")
         return [node for node in self.nodes if node.layer == layer]
+
+    def path(self, node_id: str) -> dict[str, list[int]]:
+        """The channels of the node's ancestors, layer by layer: the condition its relevance flows through."""
+        path: dict[str, list[int]] = {}
+        node = self.node(node_id)
+        while node.parent is not None:
+            node = self.node(node.parent)
+            path[node.layer] = list(node.channels)
+        return dict(reversed(path.items()))
 
     def children(self, node_id: str) -> list[tuple[PartNode, PartEdge]]:
         """The node's children with their edges, strongest first."""

@@ -1,14 +1,14 @@
 """Find a part graph's parts in new images (:func:`locate_parts`), or any channel groups' parts (:func:`locate_groups`).
 
-A node is located in an image the way the graph located it in its own images: the layer's relevance arriving through
-the graph's nodes of the layers above gives the node's score (its channels' relevance) and presence (at least
-``threshold / C`` of the layer's relevance); the peak of the group's blurred conditional heatmap under the same
-condition gives its position.
+A node is located in an image the way the graph located it in its own images, in one conditional pass: the relevance
+arriving at its layer through its chain of parent nodes (:meth:`~glocal.parts.PartGraph.path`) gives the node's
+score (its channels' relevance) and presence (at least ``threshold / C`` of that relevance, and its parent present);
+the peak of the group's blurred conditional heatmap under the same condition gives its position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +19,8 @@ from ..attribution.inputs import check_gradients_enabled, check_input
 from ..attribution.targets import Target
 from ..errors import InputError
 from ..progress import progress_bar
-from .graph import PartGraph
-from .passes import group_pass, layer_relevance, targets_of
+from .graph import PartGraph, image_diagonal
+from .passes import Path, group_pass, layer_relevance, targets_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -81,51 +81,65 @@ def locate_groups(
     groups: Sequence[Sequence[int]],
     *,
     targets: Target = None,
-    parent: dict[str, list[int]] | None = None,
+    paths: Path | Sequence[Path] | None = None,
     threshold: float = 1.0,
     smoothing: float = 0.02,
     heatmaps: bool = False,
     batch_size: int | None = None,
     names: Sequence[str] | None = None,
 ) -> PartLocations:
-    """Locate channel ``groups`` of ``layer`` in every image, with relevance flowing only through ``parent`` (layer
-    to channels; e.g. a graph's nodes above ``layer``). ``names`` label the groups (default ``"layer:k"``)."""
+    """Locate channel ``groups`` of ``layer`` in every image, with relevance flowing only through ``paths`` (layer
+    to channels above ``layer``: one for all groups, or one per group; e.g. a graph node's
+    :meth:`~glocal.parts.PartGraph.path`). ``names`` label the groups (default ``"layer:k"``)."""
     check_gradients_enabled()
     data = check_input(data)
     if data.dim() != 4:
         raise InputError(f"data must be images (N, C, H, W), got shape {tuple(data.shape)}")
     if not groups or any(len(group) == 0 for group in groups):
         raise InputError(f"groups must be non-empty lists of channels, got {groups!r}")
-    parent = dict(parent or {})
-    explained = targets_of(attributor, data, targets, batch_size)
-    maps = layer_relevance(attributor, data, explained, layer, parent, batch_size)
-    channels = maps.shape[1]
+    each = _paths(paths, len(groups))
+    channels = _channels(attributor, data[:1], layer, each[0])
     if any(not 0 <= c < channels for group in groups for c in group):
         raise InputError(f"groups name channels outside 0..{channels - 1} of layer {layer!r}: {groups!r}")
-    relevance = maps.flatten(2).sum(2)
-    total = relevance.abs().sum(1, keepdim=True).clamp_min(1e-12)
-    scores = torch.stack([relevance[:, list(group)].sum(1) for group in groups], dim=1)
-    diagonal = float(torch.tensor(data.shape[-2:], dtype=torch.float64).norm())
+    explained = targets_of(attributor, data, targets, batch_size)
     found = group_pass(
         attributor,
         data,
         explained,
         layer,
         [list(g) for g in groups],
-        parent,
-        sigma=smoothing * diagonal,
-        keep={},
+        each,
+        sigma=smoothing * image_diagonal(data.shape[-2:]),
         batch_size=batch_size,
         all_heatmaps=heatmaps,
     )
     return PartLocations(
         node_ids=tuple(names) if names is not None else tuple(f"{layer}:{k}" for k in range(len(groups))),
         positions=found.positions,
-        scores=scores,
-        present=scores / total >= threshold / channels,
+        scores=found.scores,
+        present=found.scores / found.totals.clamp_min(1e-12) >= threshold / channels,
         targets=tuple(explained),
         heatmaps=found.all_heatmaps,
     )
+
+
+def _paths(paths: Path | Sequence[Path] | None, count: int) -> list[Path]:
+    if paths is None or isinstance(paths, Mapping):
+        return [dict(paths or {})] * count
+    paths = list(paths)
+    if len(paths) != count or not all(isinstance(path, Mapping) for path in paths):
+        raise InputError(
+            f"paths must be one mapping of layer to channels for all groups, or one per group ({count}), got {paths!r}"
+        )
+    return paths
+
+
+def _channels(attributor: Attributor, example: torch.Tensor, layer: str, path: Path) -> int:
+    """The number of channels of ``layer`` (one relevance pass on one image)."""
+    maps = layer_relevance(attributor, example, targets_of(attributor, example, None, None), layer, path)
+    if maps.dim() != 4:
+        raise InputError(f"layer {layer!r} gives {tuple(maps.shape[1:])} maps; parts need (C, h, w) maps")
+    return int(maps.shape[1])
 
 
 def locate_parts(
@@ -141,7 +155,7 @@ def locate_parts(
     """Locate every node of ``graph`` in the images ``data`` (see the module), with the graph's own settings.
 
     ``targets``: the outputs to explain (default: each image's prediction). The result's parts are the graph's
-    nodes in its order.
+    nodes in its order; a node is present only where its parent is.
     """
     data = check_input(data)
     if tuple(data.shape[-2:]) != tuple(graph.image_size):
@@ -149,38 +163,39 @@ def locate_parts(
             f"the graph was built on {graph.image_size[0]} x {graph.image_size[1]} images, got "
             f"{tuple(data.shape[-2:])}; resize the images to the graph's size"
         )
+    if not graph.nodes:
+        raise InputError("the graph has no nodes to locate")
     explained = targets_of(attributor, data, targets, batch_size)
     settings = graph.settings
-    parent: dict[str, list[int]] = {}
     found = []
+    present: dict[str, torch.Tensor] = {}
     with progress_bar(len(graph.layers), "locating parts", enabled=progress, unit="layer") as bar:
         for layer in graph.layers:
             nodes = graph.layer_nodes(layer)
             if nodes:
-                found.append(
-                    locate_groups(
-                        attributor,
-                        data,
-                        layer,
-                        [list(n.channels) for n in nodes],
-                        targets=explained,
-                        parent=parent,
-                        threshold=float(settings.get("threshold", 1.0)),
-                        smoothing=float(settings.get("smoothing", 0.02)),
-                        heatmaps=heatmaps,
-                        batch_size=batch_size,
-                        names=[n.id for n in nodes],
-                    )
+                located = locate_groups(
+                    attributor,
+                    data,
+                    layer,
+                    [list(n.channels) for n in nodes],
+                    targets=explained,
+                    paths=[graph.path(n.id) for n in nodes],
+                    threshold=float(settings.get("threshold", 1.0)),
+                    smoothing=float(settings.get("smoothing", 0.02)),
+                    heatmaps=heatmaps,
+                    batch_size=batch_size,
+                    names=[n.id for n in nodes],
                 )
-            parent[layer] = sorted(c for n in nodes for c in n.channels)
+                for k, node in enumerate(nodes):
+                    shown = located.present[:, k]
+                    present[node.id] = shown if node.parent is None else shown & present[node.parent]
+                found.append(located)
             bar.update(1)
-    if not found:
-        raise InputError("the graph has no nodes to locate")
     return PartLocations(
         node_ids=tuple(i for f in found for i in f.node_ids),
         positions=torch.cat([f.positions for f in found], dim=1),
         scores=torch.cat([f.scores for f in found], dim=1),
-        present=torch.cat([f.present for f in found], dim=1),
+        present=torch.stack([present[i] for f in found for i in f.node_ids], dim=1),
         targets=tuple(explained),
         heatmaps=torch.cat([f.heatmaps for f in found], dim=1) if heatmaps else None,  # type: ignore[misc]
     )

@@ -1,11 +1,11 @@
 """The attributions a part graph is made of, batched over images: the targets, a layer's relevance maps under the
 parts above it, and the conditional heatmaps of channel groups with the relevance they pass to the layer below.
 
-Every pass conditions on the ``parent``: for each chosen layer above, the channels of its part nodes. Relevance then
-reaches a layer only through the parts above it (CRP with ``sole_path``), which is what makes the graph top-down: a
-lower part is a part *of* the upper parts. Because LRP's rules are linear in the relevance they pass down, the
-relevance under ``{..., layer: all nodes}`` is the sum of the relevances under ``{..., layer: node}`` over disjoint
-nodes, so one pass per node serves both the node's heatmaps and the next layer's maps.
+Every pass conditions on a ``path``: for each chosen layer above, the channels of one part node, the node's ancestry
+in the graph. Relevance then reaches a layer only through that chain of parts (CRP with ``sole_path``), which is what
+makes the graph top-down: a lower part is a part *of* its parent part, found where the parent's relevance goes. One
+pass per (node, image) gives the node's heatmap, its relevance at its own layer (recorded in the same pass: the
+relevance arriving there depends only on the path above) and the maps its children are found in.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from ..attribution.engine import Attributor
 from ..attribution.targets import Target, resolve_targets
 from .peaks import heatmap_peaks
 
-__all__ = ["ROW_BUDGET", "GroupPass", "batches", "group_pass", "layer_relevance", "targets_of"]
+__all__ = ["ROW_BUDGET", "GroupPass", "Path", "batches", "group_pass", "layer_relevance", "targets_of"]
 
 ROW_BUDGET = 1 << 19
 """Input elements in one batched attribution when no batch size is given: 3 rows of 224 x 224 RGB (an LRP row
 of MobileNetV2 holds about 0.7 GB), 42 of 64 x 64."""
 
-Parent = Mapping[str, Sequence[int]]
+Path = Mapping[str, Sequence[int]]
+"""The parts a relevance flows through on its way down: for each chosen layer above, the channels of one node."""
 
 
 def batches(data: torch.Tensor, batch_size: int | None) -> list[range]:
@@ -44,8 +45,8 @@ def targets_of(attributor: Attributor, data: torch.Tensor, targets: Target, batc
     return resolve_targets(targets, torch.cat(outputs))
 
 
-def _condition(targets: list[int], parent: Parent, layer: str | None = None, group: Sequence[int] = ()) -> Condition:
-    layers: dict[str, tuple[int, ...] | PerSample] = {name: tuple(ids) for name, ids in parent.items()}
+def _condition(targets: list[int], path: Path, layer: str | None = None, group: Sequence[int] = ()) -> Condition:
+    layers: dict[str, tuple[int, ...] | PerSample] = {name: tuple(ids) for name, ids in path.items()}
     if layer is not None:
         layers[layer] = tuple(group)
     return Condition(targets=PerSample([[t] for t in targets]), layers=layers)
@@ -56,15 +57,15 @@ def layer_relevance(
     data: torch.Tensor,
     targets: list[int],
     layer: str,
-    parent: Parent,
+    path: Path,
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """``(N, C, h, w)`` relevance arriving at ``layer``'s output through the ``parent`` parts."""
+    """``(N, C, h, w)`` relevance arriving at ``layer``'s output through the parts of ``path``."""
     maps = []
-    with attributor.attached([layer, *parent]) as start:
+    with attributor.attached([layer, *path]) as start:
         for part in batches(data, batch_size):
             run = start(data[part], record=[layer], heatmap=False, input_grad=False)
-            result = run.attribute(_condition([targets[i] for i in part], parent))
+            result = run.attribute(_condition([targets[i] for i in part], path))
             maps.append(result.relevances[layer].detach().float())
     return torch.cat(maps)
 
@@ -77,12 +78,13 @@ class GroupPass:
     ----------
     positions
         ``(N, G, 2)``: the peak of each group's blurred conditional heatmap, in input pixels.
+    scores
+        ``(N, G)``: each group's relevance at its layer (summed over its channels and space), under its path.
+    totals
+        ``(N, G)``: the layer's whole relevance (absolute, all channels) under each group's path: what a group's
+        share is taken of.
     below
-        ``(N, G, C')``: relevance each group passes to each channel of the layer below (summed over space), or
-        ``None`` without a layer below.
-    below_maps
-        ``(N, C', h', w')``: the relevance at the layer below summed over the groups (the map the next layer's parts
-        are found in), or ``None``.
+        ``(N, G, C', h', w')``: the relevance each group passes to the layer below, or ``None`` without one.
     heatmaps
         Group index to the heatmap ``(H, W)`` on the image asked for in ``keep``.
     all_heatmaps
@@ -90,8 +92,9 @@ class GroupPass:
     """
 
     positions: torch.Tensor
+    scores: torch.Tensor
+    totals: torch.Tensor
     below: torch.Tensor | None
-    below_maps: torch.Tensor | None
     heatmaps: dict[int, torch.Tensor]
     all_heatmaps: torch.Tensor | None = None
 
@@ -102,7 +105,7 @@ def group_pass(
     targets: list[int],
     layer: str,
     groups: Sequence[Sequence[int]],
-    parent: Parent,
+    paths: Sequence[Path],
     *,
     sigma: float,
     below: str | None = None,
@@ -111,44 +114,46 @@ def group_pass(
     all_heatmaps: bool = False,
     progress: object = None,
 ) -> GroupPass:
-    """The conditional heatmap of every group on every image (under ``parent``), its peak, and the relevance passed
-    to ``below``; ``keep`` maps a group to the image whose heatmap is returned. ``progress`` is a bar to advance by
-    one per image batch; ``all_heatmaps`` keeps every heatmap."""
+    """The conditional heatmap of every group on every image (group ``k`` under ``paths[k]``), its peak, its
+    relevance at ``layer`` and the relevance it passes to ``below``; ``keep`` maps a group to the image whose heatmap
+    is returned. ``progress`` is a bar to advance by one per image batch; ``all_heatmaps`` keeps every heatmap."""
     n, g = len(data), len(groups)
     keep = dict(keep or {})
-    positions = torch.zeros(n, g, 2)
-    flows: torch.Tensor | None = None
-    maps: torch.Tensor | None = None
+    positions, scores, totals = torch.zeros(n, g, 2), torch.zeros(n, g), torch.zeros(n, g)
+    arrived: torch.Tensor | None = None
     kept: dict[int, torch.Tensor] = {}
     every = torch.zeros(n, g, *data.shape[-2:]) if all_heatmaps else None
-    parts = batches(data, batch_size)
     rows = batch_size or max(1, ROW_BUDGET // max(1, data[0].numel()))
-    record = [below] if below is not None else []
-    with attributor.attached([layer, *parent, *record]) as start:
-        for part in parts:
+    record = [layer, *([below] if below is not None else [])]
+    above = list(dict.fromkeys(name for path in paths for name in path))
+    with attributor.attached([layer, *above, *record]) as start:
+        for part in batches(data, batch_size):
             images = list(part)
+            rows_of = slice(images[0], images[-1] + 1)
             run = start(data[part], record=record, heatmap=True)
             chunk = max(1, rows // len(images))
             for first in range(0, g, chunk):
                 members = range(first, min(g, first + chunk))
-                conditions = [_condition([targets[i] for i in images], parent, layer, groups[k]) for k in members]
-                result = run.attribute(conditions)
+                columns = slice(first, first + len(members))
+                picked = [targets[i] for i in images]
+                result = run.attribute([_condition(picked, paths[k], layer, groups[k]) for k in members])
                 assert result.heatmap is not None
                 heat = result.grid(result.heatmap.detach().float())  # (b, m, H, W)
-                peaks = heatmap_peaks(heat.flatten(0, 1), sigma).view(len(images), len(members), 2)
-                positions[images[0] : images[-1] + 1, first : first + len(members)] = peaks
+                positions[rows_of, columns] = heatmap_peaks(heat.flatten(0, 1), sigma).view(len(images), -1, 2)
+                at_layer = result.grid(result.relevances[layer].detach().float()).flatten(3).sum(3)  # (b, m, C)
+                for j, k in enumerate(members):
+                    scores[rows_of, k] = at_layer[:, j, list(groups[k])].sum(1)
+                totals[rows_of, columns] = at_layer.abs().sum(2)
                 if every is not None:
-                    every[images[0] : images[-1] + 1, first : first + len(members)] = heat
+                    every[rows_of, columns] = heat
                 for k in members:
                     if keep.get(k) in images:
                         kept[k] = heat[images.index(keep[k]), k - first].clone()
                 if below is not None:
                     arriving = result.grid(result.relevances[below].detach().float())  # (b, m, C', h', w')
-                    if flows is None or maps is None:
-                        flows = torch.zeros(n, g, arriving.shape[2])
-                        maps = torch.zeros(n, *arriving.shape[2:])
-                    flows[images[0] : images[-1] + 1, first : first + len(members)] = arriving.sum((-2, -1))
-                    maps[images[0] : images[-1] + 1] += arriving.sum(1)
+                    if arrived is None:
+                        arrived = torch.zeros(n, g, *arriving.shape[2:])
+                    arrived[rows_of, columns] = arriving
             if progress is not None:
                 progress.update(1)  # type: ignore[attr-defined]
-    return GroupPass(positions, flows, maps, kept, every)
+    return GroupPass(positions, scores, totals, arrived, kept, every)
