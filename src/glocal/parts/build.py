@@ -67,6 +67,16 @@ def _check(layers: Sequence[str], threshold: float, min_support: float, radius: 
         raise InputError(f"layers must be distinct, got {list(layers)}")
 
 
+def _check_order(attributor: Attributor, data: torch.Tensor, layers: Sequence[str]) -> None:
+    """Layers must come top first: conditioning on a layer below the one explained sends relevance back up through
+    the wrong parts (shares above 1, not an error), so the forward order of one image decides."""
+    with attributor.attached(layers) as start:
+        order = start(data[:1], heatmap=False, input_grad=False).order
+    top_first = sorted(layers, key=lambda name: -order[name])
+    if top_first != list(layers):
+        raise InputError(f"layers must be given nearest the output first, got {list(layers)}; pass layers={top_first}")
+
+
 def part_graph(
     attributor: Attributor,
     data: torch.Tensor,
@@ -117,6 +127,7 @@ def part_graph(
     layers = list(layers) if not isinstance(layers, str) else layers
     _check(layers, threshold, min_support, radius, {"max_channels": max_channels, "max_nodes": max_nodes})
     resolve_layers(attributor.model, layers)
+    _check_order(attributor, data, layers)
     n, (height, width) = len(data), data.shape[-2:]
     diagonal = float(torch.tensor([height, width], dtype=torch.float64).norm())
     explained = targets_of(attributor, data, targets, batch_size)
@@ -132,7 +143,10 @@ def part_graph(
             if maps is None:
                 maps = layer_relevance(attributor, data, explained, layer, parent, batch_size)
             if maps.dim() != 4:
-                raise InputError(f"layer {layer!r} gives {tuple(maps.shape[1:])} maps; part graphs need (C, h, w) maps")
+                raise InputError(
+                    f"layer {layer!r} gives {tuple(maps.shape[1:])} maps; part graphs need (C, h, w) maps: choose "
+                    "convolutional layers before the model flattens its maps"
+                )
             found = _nodes(attributor, data, layer, maps, threshold, min_support, radius, max_channels, max_nodes)
             bar.update(1)
             if flows_above is not None:
