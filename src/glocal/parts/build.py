@@ -75,6 +75,16 @@ def _check(layers: Sequence[str], threshold: float, min_support: float, radius: 
         raise InputError(f"layers must be distinct, got {list(layers)}")
 
 
+def _check_order(attributor: Attributor, data: torch.Tensor, layers: Sequence[str]) -> None:
+    """Layers must come top first: conditioning on a layer below the one explained sends relevance back up through
+    the wrong parts (shares above 1, not an error), so the forward order of one image decides."""
+    with attributor.attached(layers) as start:
+        order = start(data[:1], heatmap=False, input_grad=False).order
+    top_first = sorted(layers, key=lambda name: -order[name])
+    if top_first != list(layers):
+        raise InputError(f"layers must be given nearest the output first, got {list(layers)}; pass layers={top_first}")
+
+
 def part_graph(
     attributor: Attributor,
     data: torch.Tensor,
@@ -125,6 +135,7 @@ def part_graph(
     layers = list(layers) if not isinstance(layers, str) else layers
     _check(layers, threshold, min_support, radius, {"max_channels": max_channels, "max_nodes": max_nodes})
     resolve_layers(attributor.model, layers)
+    _check_order(attributor, data, layers)
     height, width = data.shape[-2:]
     diagonal = image_diagonal((height, width))
     explained = targets_of(attributor, data, targets, batch_size)
@@ -139,11 +150,11 @@ def part_graph(
         for depth, layer in enumerate(layers):
             if depth == 0:
                 maps = layer_relevance(attributor, data, explained, layer, {}, batch_size)
-                _check_maps(layer, maps.dim(), 4)
+                _check_maps(layer, tuple(maps.shape[1:]))
                 field = receptive_field(attributor.model, layer, data[:1])
                 found = sorted(_found(maps, None, None, field, rule), key=_strength)[:max_nodes]
             elif arrived is not None:
-                _check_maps(layer, arrived.dim(), 5)
+                _check_maps(layer, tuple(arrived.shape[2:]))
                 field = receptive_field(attributor.model, layer, data[:1])
                 found = _in_turn(
                     [_found(arrived[:, k], k, torch.tensor(p.present), field, rule) for k, p in enumerate(above)],
@@ -237,10 +248,12 @@ def _strength(found: _Found) -> float:
     return -float(found.score.mean())
 
 
-def _check_maps(layer: str, dims: int, expected: int) -> None:
-    if dims != expected:
+def _check_maps(layer: str, shape: tuple[int, ...]) -> None:
+    """``shape``: one image's maps at ``layer``."""
+    if len(shape) != 3:
         raise InputError(
-            f"layer {layer!r} gives maps without (C, h, w) dimensions; part graphs need convolutional layers"
+            f"layer {layer!r} gives {shape} maps; part graphs need (C, h, w) maps: choose convolutional layers "
+            "before the model flattens its maps"
         )
 
 

@@ -65,7 +65,7 @@ def average_linkage(distances: torch.Tensor, radius: float) -> list[list[int]]:
                 link = float(distances[groups[i]][:, groups[j]].mean())
                 if link < best:
                     best, pair = link, (i, j)
-        if best > radius:
+        if best > radius or best == math.inf:  # an infinite link never merges, even with radius = inf
             break
         i, j = pair
         groups[i] = sorted(groups[i] + groups[j])
