@@ -16,6 +16,7 @@ relevant         the node without its grouping: node ``j``'s most relevant membe
                  of its own conditional heatmap (a one-channel node is its own member).
 random           node ``j``'s size of channels drawn at random from all the layer's channels (``--draws`` draws,
                  mean), located like node ``j``.
+oracle           the metric's floor on the same images: units placed exactly on each landmark in turn.
 
 Cases
 -----
@@ -68,7 +69,7 @@ CASES = ("synthetic", "photos")
 SYNTHETIC_LAYERS = ("conv5", "conv4", "conv3")
 PHOTO_LAYERS = ("features.13", "features.6")
 PHOTOS = ("chelsea", "astronaut")
-METHODS = ("nodes", "channels", "relevant", "random")
+METHODS = ("nodes", "channels", "relevant", "random", "oracle")
 MAX_NODES = 8
 NEAR = 0.1
 """A chain node carries its landmark in a view when its position is within this fraction of the diagonal."""
@@ -101,6 +102,18 @@ def _strongest_members(
             best = max(mine, key=lambda k: float(found.scores[:, k].mean()))
             units[j] = (found.positions[:, best].double(), found.scores[:, best].double())
     return units
+
+
+def oracle(landmarks: torch.Tensor, diagonal: float) -> float:
+    """The floor of the metric on these images: units sitting exactly on each landmark in turn (scored 1 where it is
+    visible), averaged over the landmarks. Not 0: a perfect detector of one part still moves against the others as
+    the object's scale, pose and flip change."""
+    units = []
+    for index in range(landmarks.shape[1]):
+        points = landmarks[:, index].double()
+        visible = ~points.isnan().any(1)
+        units.append((points.nan_to_num(0.0), visible.double()))
+    return layer_instability(units, landmarks, diagonal).instability
 
 
 def layer_row(
@@ -138,6 +151,7 @@ def layer_row(
         values.append(layer_instability(_located(attributor, data, graph, layer, groups), landmarks, diagonal))
     row["random_instability"] = statistics.fmean(v.instability for v in values if not math.isnan(v.instability))
     row["random_draws"] = [round(v.instability, 5) for v in values]
+    row["oracle_instability"] = oracle(landmarks, diagonal)
     row["ratio_nodes_channels"] = row["nodes_instability"] / row["channels_instability"]
     row["baseline_seconds"] = round(time.perf_counter() - start, 2)
     return row

@@ -29,6 +29,9 @@ SUBSTITUTIONS = {
     "features.20": "conv_layers.3",
     "features.16": "conv_layers.6",
     "features.10": "conv_layers.0",
+    "features.13": "conv_layers.3",
+    "features.6": "conv_layers.0",
+    "targets=285": "targets=7",
     "207": "7",
     "runs/vgg-index": "vgg-index",
     "centre_square(112)": "centre_square(14)",  # half the picture, as 112 of 224
@@ -84,6 +87,7 @@ RUN = [
     "## Dataset-wide concept index",
 ]
 RUN += ["## Concept structure: attribution graphs, paths, atlases"]
+RUN += ["## Object parts: explanatory graphs"]
 RUN += ["## What concepts are worth: pruning, faithfulness, diagnostics"]
 OWN_TEST = ["### Saving pictures: concept figures, references, graphs, paths, atlases"]
 
@@ -109,6 +113,11 @@ def test_readme_block_runs(heading, names, tmp_path, monkeypatch):
         "### Migrating from zennit-crp": lambda ns: ns["CondAttribution"].__module__.startswith("glocal.compat"),
         "## Dataset-wide concept index": lambda ns: (tmp_path / "vgg-index").is_dir(),
         "## Concept structure: attribution graphs, paths, atlases": lambda ns: ns["graph"].root is not None,
+        "## Object parts: explanatory graphs": lambda ns: (
+            ns["graph"].layers == ("conv_layers.3", "conv_layers.0")
+            and 0 < len(ns["graph"].layer_nodes("conv_layers.3")) <= 8
+            and ns["found"].positions.shape == (6, len(ns["graph"].nodes), 2)
+        ),
         "## What concepts are worth: pruning, faithfulness, diagnostics": lambda ns: (
             ns["smaller"].parameters_after < ns["smaller"].parameters_before
             and len(ns["comparison"].curves) == 6

@@ -130,7 +130,9 @@ class Run:
             problems = structure_problems(attributor.model, self.output, self.input)
             if problems is not None:
                 warn(problems, CanonizerWarning)
-        self._masks = Masks(attributor.concept, self._below, self.n)
+        # the planner's method, not self._below: a reference back to the run would make a cycle that keeps the run's
+        # activations and autograd graph alive until the garbage collector happens to run (GBs over a few batches)
+        self._masks = Masks(attributor.concept, self._planner.below, self.n)
         # elements one member's backward pass handles at most (a probed activation or the input, whole batch)
         member_elements = max([self.input.numel(), *(self._below(name).numel() for name in self.probes)], default=1)
         self._gradients = Gradients(self._planner.targets, member_elements)

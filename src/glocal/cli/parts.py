@@ -35,8 +35,8 @@ __all__ = ["parts"]
 @click.option(
     "--threshold",
     type=click.FloatRange(0, min_open=True),
-    help="A channel is present in an image when its share of the layer's relevance is at least threshold / channels "
-    "[2.0].",
+    help="A channel is present in an image when its share of the relevance there (the layer's at the top, its parent "
+    "part's below) is at least threshold / channels [1.0: a fair share].",
 )
 @click.option(
     "--min-support",
@@ -79,9 +79,10 @@ def parts(
     **options: Any,
 ) -> Any:
     """The explanatory part graph of IMAGES: per layer, part nodes (groups of channels whose relevance passes a
-    threshold and that find their part at the same place across the images), each node's position and score in every
-    image, and the relevance flowing from each part into the parts of the layer above. IMAGES are image files or
-    folders of them, best several images of one class."""
+    threshold and that find their part at the same place across the images; below the top layer, found in the
+    relevance of one part above), each node's position and score in every image, and the relevance flowing from each
+    part into its parts in the layer below. IMAGES are image files or folders of them, best several images of one
+    class."""
     from . import parts_work
 
     if len(set(layers)) != len(layers):

@@ -83,19 +83,21 @@ def graph_lines(graph: PartGraph) -> list[str]:
     explained = f"class {targets[0]}" if len(targets) == 1 else f"classes {', '.join(map(str, targets))}"
     lines = [
         f"part graph of {len(graph.targets)} images ({explained} explained), layers top first; support: share of "
-        "images where the part is present; strongest child: the part below that explains most of this part's "
-        "relevance (its share)"
+        "images where the part is present; part of: the node above whose relevance it was found in; strongest child: "
+        "the part below that explains most of this part's relevance (its share)"
     ]
     for layer in graph.layers:
         nodes = graph.layer_nodes(layer)
         lines.append(f"{layer}: {len(nodes)} part node{'s' if len(nodes) != 1 else ''}")
         width = max((len(node.id) for node in nodes), default=0)
+        wide = max((len(",".join(map(str, node.channels))) for node in nodes), default=0)
         for node in nodes:
             children = graph.children(node.id)
             strongest = f"strongest child {children[0][0].id} ({children[0][1].share:.0%})" if children else ""
+            whole = f"part of {node.parent}  " if node.parent is not None else ""
             channels = ",".join(map(str, node.channels))
             lines.append(
-                f"  {node.id:<{width}}  channels {channels:<14} support {node.support:>4.0%}  "
-                f"mean score {node.mean_score:>9.4g}  {strongest}".rstrip()
+                f"  {node.id:<{width}}  channels {channels:<{wide}}  support {node.support:>4.0%}  "
+                f"mean score {node.mean_score:>9.4g}  {whole}{strongest}".rstrip()
             )
     return lines

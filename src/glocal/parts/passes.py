@@ -67,6 +67,7 @@ def layer_relevance(
             run = start(data[part], record=[layer], heatmap=False, input_grad=False)
             result = run.attribute(_condition([targets[i] for i in part], path))
             maps.append(result.relevances[layer].detach().float())
+            del run, result  # before the next batch's forward pass: one run's activations alive at a time
     return torch.cat(maps)
 
 
@@ -154,6 +155,7 @@ def group_pass(
                     if arrived is None:
                         arrived = torch.zeros(n, g, *arriving.shape[2:])
                     arrived[rows_of, columns] = arriving
+            del run, result  # before the next batch's forward pass: one run's activations alive at a time
             if progress is not None:
                 progress.update(1)  # type: ignore[attr-defined]
     return GroupPass(positions, scores, totals, arrived, kept, every)

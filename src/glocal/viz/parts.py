@@ -215,9 +215,12 @@ def part_graph_figure(
     lines.text(width / 2, 0.32, note, fontsize=8.5, color="#444444", ha="center", va="top")
 
     boxes: dict[str, tuple[float, float]] = {}  # node id -> (centre x, top of label y), inches
+    above: list[str] = []
     for row, (layer, nodes) in enumerate(rows):
         y = top + row * row_height
-        shown = nodes[:max_nodes]
+        # under their parents, left to right as the parents are (the edges do not cross), the strongest first
+        shown = sorted(nodes[:max_nodes], key=lambda n: above.index(n.parent) if n.parent in above else len(above))
+        above = [node.id for node in shown]
         left = heading + (columns - len(shown)) * cell / 2
         colour = LAYER_COLOURS[row % len(LAYER_COLOURS)]
         more = f"\n({len(shown)} of {len(nodes)} nodes)" if len(nodes) > len(shown) else f"\n{len(nodes)} nodes"
@@ -348,7 +351,8 @@ def part_positions_figure(
                 [float(points[i, 0]) for i in chosen],
                 linestyle="none",
                 marker=marker,
-                markersize=10,
+                markersize=14 - 3 * min(rank, 2),  # upper layers larger and on top: a part over its sub-part
+                zorder=3 + len(layers) - rank,
                 markeredgewidth=1.5,
                 markerfacecolor=colour if filled else "none",
                 markeredgecolor="white" if filled else colour,
@@ -367,7 +371,7 @@ def part_positions_figure(
                 axes.annotate(
                     ", ".join(ranks),
                     (column, row),
-                    xytext=(6, 5),
+                    xytext=(7, 5 - 12 * (rank % 3)),  # each layer's labels at their own height: none hides another
                     textcoords="offset points",
                     fontsize=8,
                     fontweight="bold",
