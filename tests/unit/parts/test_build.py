@@ -262,3 +262,29 @@ def test_a_channel_shared_by_two_parents_is_a_child_of_each_at_each_ones_place()
     assert graph.path("conv2:0") == {}
     assert [(e.parent, e.child) for e in graph.edges] == [("conv2:0", "conv1:0"), ("conv2:1", "conv1:1")]
     assert [e.share for e in graph.edges] == pytest.approx([1.0, 1.0], rel=REL)
+
+
+def test_groups_whose_heatmaps_point_at_one_place_merge_though_their_maps_do_not():
+    # conv1 (9 x 9 kernel, two weights): channel 0 reads the pixel at its own cell, channel 1 the pixel 4 columns to
+    # its right. A bright pixel at A lights channel 0's cell A and channel 1's cell A - (0, 4): their relevance maps
+    # peak 4 px apart, 0.088 of the 32 x 32 diagonal (45.25 px), more than radius 0.05, so the channels first form
+    # two groups; both heatmaps put all relevance on A's pixel, so the groups are one part and become one node
+    conv1 = torch.nn.Conv2d(1, 2, 9, padding=4, bias=False)
+    with torch.no_grad():
+        conv1.weight.zero_()
+        conv1.weight[0, 0, 4, 4] = 1.0
+        conv1.weight[1, 0, 4, 8] = 1.0
+    model = torch.nn.Sequential(conv1, torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(2 * 32 * 32, 1, bias=False))
+    with torch.no_grad():
+        model[3].weight.fill_(1.0)
+    places = [(5, 10), (20, 6), (12, 25), (28, 15), (9, 18), (16, 12)]
+    images = torch.zeros(len(places), 1, 32, 32)
+    for n, (row, col) in enumerate(places):
+        images[n, 0, row, col] = 1.0 + 0.25 * n
+    attributor = two_place_attributor(model.eval())
+    graph = part_graph(attributor, images, ["0"], threshold=0.5, radius=0.05, smoothing=0.0, progress=False)
+    (node,) = graph.nodes
+    assert node.channels == (0, 1) and node.positions == _floats(places)
+    # each channel carries half of the output (a and a): the node all of it
+    assert node.scores == pytest.approx([2 * (1.0 + 0.25 * n) for n in range(6)], rel=REL)
+    assert node.heatmap is not None and float(node.heatmap.sum()) == pytest.approx(2 * 2.25, rel=REL)
