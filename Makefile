@@ -66,6 +66,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_atlas.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_pruning.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_flipping.py $(filter-out --quick,$(BENCH_ARGS))  # already small
+	$(BIN)/python benchmarks/bench_parts.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OLD_ZENNIT) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -283,12 +283,16 @@ def _figures(folder: Path, name: str, graph: PartGraph, pictures: torch.Tensor) 
 
 
 def main() -> None:
-    parser = Arguments(__doc__, cases=CASES, threads=2, data_dir=False)
+    parser = Arguments(
+        __doc__, cases=CASES, threads=2, data_dir=False, quick="24 images per class, 6 views per photo, 1 draw"
+    )
     parser.add_argument("--images", type=int, default=60, help="images per class, synthetic case (default 60)")
     parser.add_argument("--views", type=int, default=32, help="views per photo, photos case (default 32)")
     parser.add_argument("--draws", type=int, default=2, help="random group draws per layer (default 2)")
     parser.add_argument("--figures", default=None, help="write the photo graphs' pictures and JSON to this folder")
     args = parser.parse(at_least_one=("images", "views", "draws"))
+    if args.quick:
+        args.images, args.views, args.draws = min(args.images, 24), min(args.views, 6), 1
     emit_rows(args.threads, args.json_out, _lines(args))
 
 

@@ -90,7 +90,7 @@ def test_out_writes_the_graph_and_its_pictures_and_text_lists_every_node(mnist, 
         (line,) = [line for line in lines if line.startswith(f"  {node.id} ")]
         assert f"channels {','.join(map(str, node.channels))} " in line and f"support {node.support:>4.0%}" in line
         if node.parent is not None:
-            assert f"part of {node.parent} " in line
+            assert f"part of {node.parent}" in line.split("  ")
         children = written.children(node.id)
         if children:
             assert line.endswith(f"strongest child {children[0][0].id} ({children[0][1].share:.0%})")

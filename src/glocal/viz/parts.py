@@ -364,8 +364,10 @@ def part_positions_figure(
             if not filled:  # a hollow marker keeps a white rim, to be seen on dark pictures too
                 line.set_path_effects([_outline(3.5)])
             labels: dict[tuple[float, float], list[str]] = {}  # nodes at one place share one label: "0, 1"
+            near = 0.02 * max(height, width)  # closer than this, two labels would print over each other
             for i in chosen:
-                place = (round(float(points[i, 0]), 1), round(float(points[i, 1]), 1))
+                point = (float(points[i, 0]), float(points[i, 1]))
+                place = next((p for p in labels if abs(p[0] - point[0]) + abs(p[1] - point[1]) <= near), point)
                 labels.setdefault(place, []).append(ids[i].rpartition(":")[2])
             for (row, column), ranks in labels.items():
                 axes.annotate(
