@@ -4,6 +4,7 @@ the given positions, and clear errors for images that do not fit the graph."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -198,3 +199,20 @@ def test_positions_figure_takes_node_ids_and_refuses_wrong_shapes():
         part_positions_figure(ids, torch.rand(3, H, W), torch.zeros(2, 2))
     with pytest.raises(InputError, match=r"one flag per node, \(3,\), got \(2,\)"):
         part_positions_figure(ids, torch.rand(3, H, W), torch.zeros(3, 2), present=[True, False])
+
+
+def test_graph_figure_puts_each_node_under_its_parent_so_tree_edges_do_not_cross():
+    # "down:1" is the second strongest of its row but a child of "up:1", and "down:2" a child of "up:0": drawn under
+    # their parents the row reads down:0, down:2 (under up:0), down:1 (under up:1), and no two edges cross
+    graph = _graph()
+    nodes = tuple(
+        replace(node, parent={"down:0": "up:0", "down:1": "up:1", "down:2": "up:0"}.get(node.id))
+        for node in graph.nodes
+    )
+    figure = part_graph_figure(replace(graph, nodes=nodes), _images())
+    lines = _edge_lines(figure)
+    bottoms = {gid: float(line.get_xdata()[1]) for gid, line in lines.items()}  # x of each edge's child end
+    tops = {gid: float(line.get_xdata()[0]) for gid, line in lines.items()}
+    assert bottoms["edge:up:0->down:0"] < bottoms["edge:up:0->down:2"] < bottoms["edge:up:1->down:1"]
+    pairs = [(tops[g], bottoms[g]) for g in lines]
+    assert all((a0 - b0) * (a1 - b1) >= 0 for a0, a1 in pairs for b0, b1 in pairs)  # same order at both ends
