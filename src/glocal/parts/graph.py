@@ -259,8 +259,19 @@ class PartGraph:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PartGraph:
         """Read :meth:`to_dict`'s output."""
-        if data.get("kind") != "part_graph":
-            raise InputError(f"expected a part graph (kind 'part_graph'), got kind {data.get('kind')!r}")
+        if not isinstance(data, Mapping) or data.get("kind") != "part_graph":
+            kind = data.get("kind") if isinstance(data, Mapping) else type(data).__name__
+            raise InputError(f"expected a part graph (kind 'part_graph'), got kind {kind!r}")
+        try:
+            return cls._read(data)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise InputError(
+                f"the part graph is malformed ({type(error).__name__}: {error}); write it with PartGraph.to_json "
+                "and read that back unchanged"
+            ) from error
+
+    @classmethod
+    def _read(cls, data: Mapping[str, Any]) -> PartGraph:
         return cls(
             layers=tuple(str(name) for name in data["layers"]),
             nodes=tuple(PartNode.from_dict(node) for node in data["nodes"]),

@@ -184,3 +184,16 @@ def test_from_json_rejects_what_is_not_a_part_graph(tmp_path: Path):
         PartGraph.from_json('{"kind": "part_graph",')
     with pytest.raises(InputError, match="no JSON file at"):
         PartGraph.from_json(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([1, 2], "expected a part graph .* got kind 'list'"),
+        ({"kind": "concept_graph"}, "expected a part graph .* got kind 'concept_graph'"),
+        ({"kind": "part_graph", "layers": ["a"]}, r"the part graph is malformed \(KeyError: 'nodes'\)"),
+    ],
+)
+def test_reading_something_else_says_what_was_expected(data, message):
+    with pytest.raises(InputError, match=message):
+        PartGraph.from_dict(data)
