@@ -59,7 +59,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .graph import PartEdge, PartGraph, PartNode, image_diagonal
 from .grouping import average_linkage, colocation_distances
-from .passes import batches, group_pass, layer_relevance, targets_of
+from .passes import GroupPass, batches, group_pass, layer_relevance, targets_of
 from .peaks import heatmap_peaks
 from .receptive import ReceptiveField, receptive_field
 
@@ -155,20 +155,9 @@ def part_graph(
     steps = len(layers) * (1 + len(batches(data, batch_size)))
     with progress_bar(steps, "part graph", enabled=progress, unit="step") as bar:
         for depth, layer in enumerate(layers):
-            if depth == 0:
-                maps = layer_relevance(attributor, data, explained, layer, {}, batch_size)
-                _check_maps(layer, tuple(maps.shape[1:]))
-                field = receptive_field(attributor.model, layer, data[:1])
-                found = sorted(_found(maps, None, None, field, rule), key=_strength)[:max_nodes]
-            elif arrived is not None:
-                _check_maps(layer, tuple(arrived.shape[2:]))
-                field = receptive_field(attributor.model, layer, data[:1])
-                found = _in_turn(
-                    [_found(arrived[:, k], k, torch.tensor(p.present), field, rule) for k, p in enumerate(above)],
-                    max_nodes,
-                )
-            else:
-                found = []
+            found = _candidates(
+                attributor, data, explained, layer, depth == 0, above, arrived, rule, max_nodes, batch_size
+            )
             bar.update(1)
             if not found:
                 above, paths, arrived = [], [], None
@@ -190,25 +179,9 @@ def part_graph(
                 all_heatmaps=True,
                 progress=bar,
             )
-            assert result.all_heatmaps is not None
-            clusters = _regroup(found, result.positions, rule)
-            found = [_union([found[k] for k in cluster]) for cluster in clusters]
-            found_paths = [found_paths[cluster[0]] for cluster in clusters]
-            maps_of = [result.all_heatmaps[:, cluster].sum(1) for cluster in clusters]  # (N, H, W) per node
-            made = [
-                PartNode(
-                    id=f"{layer}:{k}",
-                    layer=layer,
-                    channels=tuple(f.channels),
-                    scores=tuple(float(s) for s in f.score),
-                    positions=tuple((float(r), float(c)) for r, c in heatmap_peaks(heat, smoothing * diagonal)),
-                    present=tuple(bool(p) for p in f.present),
-                    heatmap=heat[int(f.score.argmax())].clone() if heatmaps else None,
-                    parent=None if f.parent is None else above[f.parent].id,
-                )
-                for k, (f, heat) in enumerate(zip(found, maps_of, strict=True))
-            ]
-            below = None if result.below is None else torch.stack([result.below[:, c].sum(1) for c in clusters], 1)
+            found, found_paths, made, below = _merged(
+                layer, found, found_paths, above, result, rule, smoothing, heatmaps
+            )
             if arrived is not None:
                 edges += [
                     _edge(above[f.parent], node, arrived[:, f.parent])
@@ -233,6 +206,69 @@ def part_graph(
             "images": len(data),
         },
     )
+
+
+def _candidates(
+    attributor: Attributor,
+    data: torch.Tensor,
+    explained: list[int],
+    layer: str,
+    top: bool,
+    above: list[PartNode],
+    arrived: torch.Tensor | None,
+    rule: _Rule,
+    most: int,
+    batch_size: int | None,
+) -> list[_Found]:
+    """The layer's nodes before their passes: in the whole relevance at the ``top``, else in what each node
+    ``above`` passes down (``arrived``); none below a layer without nodes."""
+    if top:
+        maps = layer_relevance(attributor, data, explained, layer, {}, batch_size)
+        _check_maps(layer, tuple(maps.shape[1:]))
+        field = receptive_field(attributor.model, layer, data[:1])
+        return sorted(_found(maps, None, None, field, rule), key=_strength)[:most]
+    if not above or arrived is None:
+        return []
+    _check_maps(layer, tuple(arrived.shape[2:]))
+    field = receptive_field(attributor.model, layer, data[:1])
+    per_parent = [_found(arrived[:, k], k, torch.tensor(p.present), field, rule) for k, p in enumerate(above)]
+    return _in_turn(per_parent, most)
+
+
+def _merged(
+    layer: str,
+    found: list[_Found],
+    paths: list[dict[str, list[int]]],
+    above: list[PartNode],
+    result: GroupPass,
+    rule: _Rule,
+    smoothing: float,
+    heatmaps: bool,
+) -> tuple[list[_Found], list[dict[str, list[int]]], list[PartNode], torch.Tensor | None]:
+    """The layer's nodes after regrouping by heatmap peaks (step 6): what was found, the paths, the nodes, and
+    what each passes to the layer below (``(N, nodes, C', h', w')``, its members' summed), in the same order."""
+    assert result.all_heatmaps is not None
+    clusters = _regroup(found, result.positions, rule)
+    found = [_union([found[k] for k in cluster]) for cluster in clusters]
+    paths = [paths[cluster[0]] for cluster in clusters]
+    sigma = smoothing * rule.diagonal
+    made = []
+    for k, (f, cluster) in enumerate(zip(found, clusters, strict=True)):
+        heat = result.all_heatmaps[:, cluster].sum(1)  # (N, H, W): LRP is linear in the relevance it passes
+        made.append(
+            PartNode(
+                id=f"{layer}:{k}",
+                layer=layer,
+                channels=tuple(f.channels),
+                scores=tuple(float(s) for s in f.score),
+                positions=tuple((float(r), float(c)) for r, c in heatmap_peaks(heat, sigma)),
+                present=tuple(bool(p) for p in f.present),
+                heatmap=heat[int(f.score.argmax())].clone() if heatmaps else None,
+                parent=None if f.parent is None else above[f.parent].id,
+            )
+        )
+    below = None if result.below is None else torch.stack([result.below[:, c].sum(1) for c in clusters], 1)
+    return found, paths, made, below
 
 
 @dataclass(frozen=True)

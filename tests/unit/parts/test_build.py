@@ -288,3 +288,10 @@ def test_groups_whose_heatmaps_point_at_one_place_merge_though_their_maps_do_not
     # each channel carries half of the output (a and a): the node all of it
     assert node.scores == pytest.approx([2 * (1.0 + 0.25 * n) for n in range(6)], rel=REL)
     assert node.heatmap is not None and float(node.heatmap.sum()) == pytest.approx(2 * 2.25, rel=REL)
+
+
+def test_no_part_at_the_top_means_no_parts_below(images):
+    # threshold 2 over conv2's 2 channels asks for the whole relevance in one channel: no image gives it (B never
+    # carries all of 1.8 a + 2.2 b), so no candidate at the top; the layer below is not searched in the whole relevance
+    graph = part_graph(two_place_attributor(), images, ["conv2", "conv1"], threshold=2.0, progress=False)
+    assert graph.nodes == () and graph.edges == () and graph.layers == ("conv2", "conv1")
