@@ -33,7 +33,7 @@ def _node(node_id: str, channels: tuple[int, ...]) -> PartNode:
     return PartNode(node_id, node_id.split(":")[0], channels, scores=(1.0,), positions=((0.0, 0.0),), present=(True,))
 
 
-# The graph test_build finds on its images, written down by hand
+# The graph test_part_build finds on its images, written down by hand
 GRAPH = PartGraph(
     layers=("conv2", "conv1"),
     nodes=(_node("conv2:0", (1,)), _node("conv2:1", (0,)), _node("conv1:0", (2, 3)), _node("conv1:1", (0, 1))),

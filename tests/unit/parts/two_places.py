@@ -1,4 +1,4 @@
-"""A hand-built model whose channels fire at known places, for the part-graph tests (test_build, test_locate).
+"""A hand-built model whose channels fire at known places, for the part-graph tests (test_part_build, test_locate).
 
 Input ``(N, 2, 16, 16)``: one bright pixel of value ``a`` in channel 0 at place A, one of value ``b`` in channel 1 at
 place B. Every convolution is 1 x 1 without bias, so a cell looks at exactly its own pixel (receptive field: scale 1,
