@@ -59,7 +59,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .graph import PartEdge, PartGraph, PartNode, image_diagonal
 from .grouping import average_linkage, colocation_distances
-from .passes import GroupPass, batches, group_pass, layer_relevance, targets_of
+from .passes import GroupPass, batches, check_maps, group_pass, layer_relevance, targets_of
 from .peaks import heatmap_peaks
 from .receptive import ReceptiveField, receptive_field
 
@@ -224,12 +224,11 @@ def _candidates(
     ``above`` passes down (``arrived``); none below a layer without nodes."""
     if top:
         maps = layer_relevance(attributor, data, explained, layer, {}, batch_size)
-        _check_maps(layer, tuple(maps.shape[1:]))
         field = receptive_field(attributor.model, layer, data[:1])
         return sorted(_found(maps, None, None, field, rule), key=_strength)[:most]
     if not above or arrived is None:
         return []
-    _check_maps(layer, tuple(arrived.shape[2:]))
+    check_maps(layer, tuple(arrived.shape[2:]))
     field = receptive_field(attributor.model, layer, data[:1])
     per_parent = [_found(arrived[:, k], k, torch.tensor(p.present), field, rule) for k, p in enumerate(above)]
     return _in_turn(per_parent, most)
@@ -298,15 +297,6 @@ class _Found:
 
 def _strength(found: _Found) -> float:
     return -float(found.score.mean())
-
-
-def _check_maps(layer: str, shape: tuple[int, ...]) -> None:
-    """``shape``: one image's maps at ``layer``."""
-    if len(shape) != 3:
-        raise InputError(
-            f"layer {layer!r} gives {shape} maps; part graphs need (C, h, w) maps: choose convolutional layers "
-            "before the model flattens its maps"
-        )
 
 
 def _found(

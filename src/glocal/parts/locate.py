@@ -20,7 +20,7 @@ from ..attribution.targets import Target
 from ..errors import InputError
 from ..progress import progress_bar
 from .graph import PartGraph, image_diagonal
-from .passes import Path, group_pass, layer_relevance, targets_of
+from .passes import Path, group_pass, targets_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -97,27 +97,42 @@ def locate_groups(
         raise InputError(f"data must be images (N, C, H, W), got shape {tuple(data.shape)}")
     if not groups or any(len(group) == 0 for group in groups):
         raise InputError(f"groups must be non-empty lists of channels, got {groups!r}")
-    each = _paths(paths, len(groups))
-    channels = _channels(attributor, data[:1], layer, each[0])
-    if any(not 0 <= c < channels for group in groups for c in group):
-        raise InputError(f"groups name channels outside 0..{channels - 1} of layer {layer!r}: {groups!r}")
     explained = targets_of(attributor, data, targets, batch_size)
+    names = list(names) if names is not None else [f"{layer}:{k}" for k in range(len(groups))]
+    each = _paths(paths, len(groups))
+    return _located(attributor, data, explained, layer, groups, each, names, threshold, smoothing, heatmaps, batch_size)
+
+
+def _located(
+    attributor: Attributor,
+    data: torch.Tensor,
+    explained: list[int],
+    layer: str,
+    groups: Sequence[Sequence[int]],
+    paths: list[Path],
+    names: list[str],
+    threshold: float,
+    smoothing: float,
+    heatmaps: bool,
+    batch_size: int | None,
+) -> PartLocations:
+    """:func:`locate_groups` once the targets are known (one forward pass over the images gives them)."""
     found = group_pass(
         attributor,
         data,
         explained,
         layer,
         [list(g) for g in groups],
-        each,
+        paths,
         sigma=smoothing * image_diagonal(data.shape[-2:]),
         batch_size=batch_size,
         all_heatmaps=heatmaps,
     )
     return PartLocations(
-        node_ids=tuple(names) if names is not None else tuple(f"{layer}:{k}" for k in range(len(groups))),
+        node_ids=tuple(names),
         positions=found.positions,
         scores=found.scores,
-        present=found.scores / found.totals.clamp_min(1e-12) >= threshold / channels,
+        present=found.scores / found.totals.clamp_min(1e-12) >= threshold / found.channels,
         targets=tuple(explained),
         heatmaps=found.all_heatmaps,
     )
@@ -132,14 +147,6 @@ def _paths(paths: Path | Sequence[Path] | None, count: int) -> list[Path]:
             f"paths must be one mapping of layer to channels for all groups, or one per group ({count}), got {paths!r}"
         )
     return paths
-
-
-def _channels(attributor: Attributor, example: torch.Tensor, layer: str, path: Path) -> int:
-    """The number of channels of ``layer`` (one relevance pass on one image)."""
-    maps = layer_relevance(attributor, example, targets_of(attributor, example, None, None), layer, path)
-    if maps.dim() != 4:
-        raise InputError(f"layer {layer!r} gives {tuple(maps.shape[1:])} maps; parts need (C, h, w) maps")
-    return int(maps.shape[1])
 
 
 def locate_parts(
@@ -173,18 +180,18 @@ def locate_parts(
         for layer in graph.layers:
             nodes = graph.layer_nodes(layer)
             if nodes:
-                located = locate_groups(
+                located = _located(
                     attributor,
                     data,
+                    explained,
                     layer,
                     [list(n.channels) for n in nodes],
-                    targets=explained,
-                    paths=[graph.path(n.id) for n in nodes],
-                    threshold=float(settings.get("threshold", 1.0)),
-                    smoothing=float(settings.get("smoothing", 0.02)),
-                    heatmaps=heatmaps,
-                    batch_size=batch_size,
-                    names=[n.id for n in nodes],
+                    [graph.path(n.id) for n in nodes],
+                    [n.id for n in nodes],
+                    float(settings.get("threshold", 1.0)),
+                    float(settings.get("smoothing", 0.02)),
+                    heatmaps,
+                    batch_size,
                 )
                 for k, node in enumerate(nodes):
                     shown = located.present[:, k]

@@ -18,9 +18,10 @@ import torch
 from ..attribution.conditions import Condition, PerSample
 from ..attribution.engine import Attributor
 from ..attribution.targets import Target, resolve_targets
+from ..errors import InputError
 from .peaks import heatmap_peaks
 
-__all__ = ["ROW_BUDGET", "GroupPass", "Path", "batches", "group_pass", "layer_relevance", "targets_of"]
+__all__ = ["ROW_BUDGET", "GroupPass", "Path", "batches", "check_maps", "group_pass", "layer_relevance", "targets_of"]
 
 ROW_BUDGET = 1 << 19
 """Input elements in one batched attribution when no batch size is given: 3 rows of 224 x 224 RGB (an LRP row
@@ -67,6 +68,7 @@ def layer_relevance(
             run = start(data[part], record=[layer], heatmap=False, input_grad=False)
             result = run.attribute(_condition([targets[i] for i in part], path))
             maps.append(result.relevances[layer].detach().float())
+            check_maps(layer, tuple(maps[-1].shape[1:]))
             del run, result  # before the next batch's forward pass: one run's activations alive at a time
     return torch.cat(maps)
 
@@ -88,6 +90,8 @@ class GroupPass:
         ``(N, G, C', h', w')``: the relevance each group passes to the layer below, or ``None`` without one.
     heatmaps
         Group index to the heatmap ``(H, W)`` on the image asked for in ``keep``.
+    channels
+        The number of channels of the layer.
     all_heatmaps
         ``(N, G, H, W)``: every heatmap, when asked for; else ``None``.
     """
@@ -97,7 +101,17 @@ class GroupPass:
     totals: torch.Tensor
     below: torch.Tensor | None
     heatmaps: dict[int, torch.Tensor]
+    channels: int
     all_heatmaps: torch.Tensor | None = None
+
+
+def check_maps(layer: str, shape: tuple[int, ...]) -> None:
+    """``shape``: one image's maps at ``layer`` (channel ids the engine checks itself)."""
+    if len(shape) != 3:
+        raise InputError(
+            f"layer {layer!r} gives {shape} maps; parts need (C, h, w) maps: choose convolutional layers before the "
+            "model flattens its maps"
+        )
 
 
 def group_pass(
@@ -122,6 +136,7 @@ def group_pass(
     keep = dict(keep or {})
     positions, scores, totals = torch.zeros(n, g, 2), torch.zeros(n, g), torch.zeros(n, g)
     arrived: torch.Tensor | None = None
+    channels = 0
     kept: dict[int, torch.Tensor] = {}
     every = torch.zeros(n, g, *data.shape[-2:]) if all_heatmaps else None
     rows = batch_size or max(1, ROW_BUDGET // max(1, data[0].numel()))
@@ -141,7 +156,11 @@ def group_pass(
                 assert result.heatmap is not None
                 heat = result.grid(result.heatmap.detach().float())  # (b, m, H, W)
                 positions[rows_of, columns] = heatmap_peaks(heat.flatten(0, 1), sigma).view(len(images), -1, 2)
-                at_layer = result.grid(result.relevances[layer].detach().float()).flatten(3).sum(3)  # (b, m, C)
+                arriving_here = result.grid(result.relevances[layer].detach().float())  # (b, m, C, h, w)
+                if first == 0 and images[0] == 0:
+                    check_maps(layer, tuple(arriving_here.shape[2:]))
+                at_layer = arriving_here.flatten(3).sum(3)  # (b, m, C)
+                channels = at_layer.shape[2]
                 for j, k in enumerate(members):
                     scores[rows_of, k] = at_layer[:, j, list(groups[k])].sum(1)
                 totals[rows_of, columns] = at_layer.abs().sum(2)
@@ -158,4 +177,4 @@ def group_pass(
             del run, result  # before the next batch's forward pass: one run's activations alive at a time
             if progress is not None:
                 progress.update(1)  # type: ignore[attr-defined]
-    return GroupPass(positions, scores, totals, arrived, kept, every)
+    return GroupPass(positions, scores, totals, arrived, kept, channels, every)

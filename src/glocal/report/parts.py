@@ -40,7 +40,7 @@ def _settings_text(graph: PartGraph) -> str:
     settings = graph.settings
     pieces = []
     if "threshold" in settings:
-        pieces.append(f"whose share of the layer's relevance is at least {settings['threshold']:g} times a fair share")
+        pieces.append(f"whose share of the relevance there is at least {settings['threshold']:g} times a fair share")
     if "min_support" in settings:
         pieces.append(f"in at least {settings['min_support']:.0%} of the images")
     if "radius" in settings:
@@ -79,9 +79,10 @@ def parts_analysis(
         f"The explanatory part graph of {len(graph.targets)} images, {_explained(graph.targets, class_names)}, over "
         f"the layers {' > '.join(graph.layers)} (top first), with part nodes per layer {counts}. A part node groups "
         f"the channels of a layer {settings + ' ' if settings else ''}that find their part at the same place across "
-        "the images; its support is the share of images in which it is present, its score its relevance. An edge "
-        "is the relevance that flows from a part into a part of the layer above, given as a share of the upper "
-        "part's relevance (the rest comes from other channels)."
+        "the images; below the top layer, the nodes are found in the relevance of one part above and are its "
+        "sub-parts. A node's support is the share of images in which it is present, its score its relevance. An edge "
+        "is the relevance a part passes to a sub-part, given as a share of the part's relevance (the rest goes to "
+        "other channels)."
     )
     figure = graph.figure(images, max_nodes=max_nodes)
     buffer = io.BytesIO()

@@ -9,7 +9,7 @@ import torch
 from test_receptive import assert_unchanged, snapshot
 from two_places import two_place_attributor, two_place_images, two_place_model
 
-from glocal.errors import InputError, LayerError
+from glocal.errors import ConceptError, InputError, LayerError
 from glocal.parts import PartGraph, PartNode, locate_groups, locate_parts, part_graph
 
 REL = 1e-5  # the epsilon of fc's rule takes a relative 1e-6 of the relevance
@@ -119,8 +119,10 @@ def test_bad_graphs_groups_and_images(images):
     elsewhere = replace(GRAPH, layers=("conv9",), nodes=(replace(GRAPH.nodes[0], layer="conv9"),))
     with pytest.raises(LayerError, match="no layer named 'conv9'"):
         locate_parts(attributor, elsewhere, images, progress=False)
-    with pytest.raises(InputError, match=r"channels outside 0..3 of layer 'conv1'"):
-        locate_groups(attributor, images, "conv1", [[0], [4]])
+    with pytest.raises(ConceptError, match=r"concept id 4 is out of range: this layer has 4 channels"):
+        locate_groups(attributor, images, "conv1", [[0], [4]])  # the engine's own check of concept ids
+    with pytest.raises(InputError, match=r"'fc' gives \(1,\) maps; parts need \(C, h, w\) maps"):
+        locate_groups(attributor, images, "fc", [[0]])
     for groups in ([], [[0], []]):
         with pytest.raises(InputError, match="groups must be non-empty lists of channels"):
             locate_groups(attributor, images, "conv1", groups)

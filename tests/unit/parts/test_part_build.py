@@ -178,7 +178,7 @@ def test_layers_must_come_top_first(images):
         ({"layers": "conv2"}, "layers must be a list of layer names, top .* first, got 'conv2'"),
         ({"layers": []}, "layers must be a list of layer names"),
         ({"layers": ["conv2", "conv2"]}, r"layers must be distinct, got \['conv2', 'conv2'\]"),
-        ({"layers": ["fc"]}, r"'fc' gives \(1,\) maps; part graphs need \(C, h, w\) maps: choose convolutional"),
+        ({"layers": ["fc"]}, r"'fc' gives \(1,\) maps; parts need \(C, h, w\) maps: choose convolutional"),
         ({"layers": ["flatten"]}, r"'flatten' gives \(512,\) maps"),
         ({"data": torch.zeros(2, 16, 16)}, r"data must be images \(N, C, H, W\), got shape \(2, 16, 16\)"),
     ],
